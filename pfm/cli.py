@@ -1,0 +1,118 @@
+"""The `pfm` command: php-fpm's flags, plus a quick mode that runs one pool
+from the command line without a config file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .log import ERROR, NOTICE, WARNING, stderr_line
+
+EX_USAGE, EX_CONFIG = 64, 78
+DEFAULT_CONFIG = "/etc/pfm/pfm.conf"
+
+USAGE = """\
+Usage: pfm [-y CONFIG] [-t] [-F | -D] [-O] [-R] [-g PIDFILE] [-p PREFIX]
+       pfm --app MODULE:CALLABLE --listen ADDRESS [--workers N]
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        sys.stderr.write("pfm: %s\n%s" % (message, USAGE))
+        sys.exit(EX_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pfm", usage=USAGE[len("Usage: "):], add_help=False,
+                description="PHP-FPM for Python: runs WSGI applications behind a "
+                            "web server in pools of pre-forked FastCGI workers.")
+    p.add_argument("-y", "--fpm-config", "--config", dest="config", metavar="FILE",
+                   help="the configuration file (default: PREFIX/etc/pfm.conf with -p, "
+                        "else /etc/pfm/pfm.conf, else the built-in demo pool)")
+    p.add_argument("-t", "--test", action="count", default=0,
+                   help="test the configuration and exit; twice (-tt) also dumps it")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("-F", "--nodaemonize", action="store_true",
+                      help="stay in the foreground (overrides daemonize)")
+    mode.add_argument("-D", "--daemonize", action="store_true",
+                      help="go to the background (overrides daemonize)")
+    p.add_argument("-O", "--force-stderr", action="store_true",
+                   help="log to stderr even when error_log is set (containers)")
+    p.add_argument("-R", "--allow-to-run-as-root", action="store_true",
+                   help="allow pools to run as root")
+    p.add_argument("-g", "--pid", metavar="FILE", help="the pid file (overrides pid)")
+    p.add_argument("-p", "--prefix", metavar="DIR", help="prefix for relative paths")
+    p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    p.add_argument("-h", "--help", action="store_true", help="print this help and exit")
+    quick = p.add_argument_group("quick mode (one pool, no config file)")
+    quick.add_argument("--app", metavar="MODULE:CALLABLE", help="the WSGI application")
+    quick.add_argument("--listen", metavar="ADDRESS",
+                       help="127.0.0.1:9000, [::1]:9000, 9000 or /path/to.sock "
+                            "(default 127.0.0.1:9000)")
+    quick.add_argument("--workers", type=int, metavar="N", help="number of workers (default 2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        parser.error("unexpected argument: %s" % " ".join(rest))
+    if args.help:
+        parser.print_help()
+        return 0
+    if args.version:
+        print("pfm %s (Python %s)" % (__version__, sys.version.split()[0]))
+        return 0
+    if args.prefix and not os.path.isdir(args.prefix):
+        stderr_line(ERROR, "the global prefix '%s' does not exist or is not a directory"
+                    % args.prefix)
+        return EX_CONFIG
+
+    from . import config as cfg
+    try:
+        config = load_config(args, cfg)
+    except cfg.ConfigError as e:
+        stderr_line(ERROR, str(e))
+        if e.file:
+            stderr_line(ERROR, "failed to load configuration file '%s'" % e.file)
+        stderr_line(ERROR, "pfm initialization failed")
+        return EX_CONFIG
+
+    if args.test:
+        for warning in config.warnings:
+            stderr_line(WARNING, warning)
+        if args.test > 1:
+            for line in cfg.dump(config):
+                stderr_line(NOTICE, line)
+        stderr_line(NOTICE, "configuration file %s test is successful"
+                    % (config.path or "(built-in)"))
+        return 0
+
+    from .master import Master
+    foreground = True if args.nodaemonize else False if args.daemonize else None
+    if config.path is None:
+        foreground = not args.daemonize
+    return Master(config, foreground=foreground, force_stderr=args.force_stderr,
+                  pidfile=args.pid).run()
+
+
+def load_config(args, cfg):
+    """-y, else PREFIX/etc/pfm.conf, else /etc/pfm/pfm.conf, else quick mode or the demo."""
+    if args.app or args.listen or args.workers:
+        if args.config:
+            raise cfg.ConfigError("--app/--listen/--workers run one pool without a config "
+                                  "file; they cannot be combined with -y")
+        return cfg.quick_config(args.app or "pfm.demo:app", args.listen or "127.0.0.1:9000",
+                                args.workers or 2)
+    path = args.config
+    if path is None and args.prefix:
+        path = os.path.join(args.prefix, "etc", "pfm.conf")
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    if path is None:
+        return cfg.builtin_demo_config()
+    return cfg.load(os.path.abspath(path), prefix=args.prefix)

@@ -1,0 +1,108 @@
+"""The error log in php-fpm's line format.
+
+One `Log` per process tree: the master opens the file, pool managers and
+workers inherit the descriptor and append to it. Every line is one write(2) on
+an O_APPEND descriptor, so lines from many processes never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+DEBUG, NOTICE, WARNING, ERROR, ALERT = 10, 20, 30, 40, 50
+
+LEVELS = {"debug": DEBUG, "notice": NOTICE, "warning": WARNING, "warn": WARNING,
+          "error": ERROR, "alert": ALERT}
+LEVEL_NAMES = {DEBUG: "DEBUG", NOTICE: "NOTICE", WARNING: "WARNING", ERROR: "ERROR",
+               ALERT: "ALERT"}
+
+
+def timestamp(now: float | None = None) -> str:
+    """php-fpm's `28-Nov-2026 18:41:10`, local time, C month names."""
+    t = time.localtime(now)
+    return "%02d-%s-%04d %02d:%02d:%02d" % (
+        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class Log:
+    """Writes `[time] LEVEL: message` lines to a file or to stderr.
+
+    `path=None` means stderr. `also_stderr` mirrors lines to stderr until the
+    master is ready, as php-fpm does, so a failing start is visible on the
+    terminal even when the log goes to a file.
+    """
+
+    def __init__(self, path: str | None = None, level: str = "notice", limit: int = 1024):
+        self.path = path
+        self.level = LEVELS[level.lower()]
+        self.limit = limit
+        self.fd = 2
+        self.also_stderr = False
+        if path:
+            self.fd = self._open(path)
+
+    @staticmethod
+    def _open(path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def reopen(self) -> bool:
+        """Reopen the file in place (logrotate). The descriptor number stays,
+        so processes that inherited it write to the new file too."""
+        if not self.path:
+            return True
+        try:
+            fd = self._open(self.path)
+        except OSError:
+            return False
+        os.dup2(fd, self.fd, inheritable=False)
+        os.close(fd)
+        return True
+
+    def close(self) -> None:
+        if self.fd > 2:
+            os.close(self.fd)
+            self.fd = 2
+
+    def write(self, level: int, message: str) -> None:
+        if level < self.level:
+            return
+        line = "[%s] %s: %s" % (timestamp(), LEVEL_NAMES[level], message)
+        if len(line) > self.limit:
+            line = line[: self.limit - 3] + "..."
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        self._write(self.fd, data)
+        if self.also_stderr and self.fd != 2:
+            self._write(2, data)
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass  # a full disk or closed stderr must never take a process down
+
+    def debug(self, message: str) -> None:
+        self.write(DEBUG, message)
+
+    def notice(self, message: str) -> None:
+        self.write(NOTICE, message)
+
+    def warning(self, message: str) -> None:
+        self.write(WARNING, message)
+
+    def error(self, message: str) -> None:
+        self.write(ERROR, message)
+
+    def alert(self, message: str) -> None:
+        self.write(ALERT, message)
+
+
+def stderr_line(level: int, message: str) -> None:
+    """A log-formatted line on stderr, for errors before any Log exists."""
+    sys.stderr.write("[%s] %s: %s\n" % (timestamp(), LEVEL_NAMES[level], message))
+    sys.stderr.flush()

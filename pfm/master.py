@@ -1,0 +1,294 @@
+"""The master process: owns the config, the listening sockets, the log and
+the signals; forks one pool manager per pool and supervises them.
+
+It never parses FastCGI and never imports an application, so no request and
+no application bug can reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+
+from . import procutil, sockets
+from .log import Log
+from .poolmanager import manager_main
+from .signals import SignalPipe
+
+EX_SOFTWARE, EX_CONFIG = 70, 78
+_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
+            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
+MAX_BACKOFF = 30.0
+
+
+class InitError(Exception):
+    """Start-up failed; the message is logged and the exit status is EX_CONFIG."""
+
+
+class Manager:
+    __slots__ = ("pid", "pool", "started")
+
+    def __init__(self, pid: int, pool, started: float):
+        self.pid = pid
+        self.pool = pool
+        self.started = started
+
+
+class Master:
+    def __init__(self, config, foreground: bool | None = None, force_stderr: bool = False,
+                 pidfile: str | None = None):
+        self.config = config
+        g = config.global_
+        self.daemonize = g.daemonize if foreground is None else not foreground
+        self.pidfile = pidfile or g.pid
+        self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit)
+        self.listeners: dict[str, sockets.Listener] = {}
+        self.managers: dict[int, Manager] = {}
+        self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
+        self.failures: dict[str, int] = {}
+        self.state = "running"
+        self.deadline: float | None = None
+        self.status_fd: int | None = None
+
+    # ---- start -------------------------------------------------------------
+
+    def run(self) -> int:
+        if self.log.fd != 2:
+            self.log.also_stderr = True
+        for warning in self.config.warnings:
+            self.log.warning(warning)
+        try:
+            self.open_sockets()
+        except InitError as e:
+            self.log.error(str(e))
+            self.log.error("pfm initialization failed")
+            return EX_CONFIG
+        if self.daemonize:
+            self.detach()
+        try:
+            self.write_pidfile()
+        except OSError as e:
+            self.log.error("unable to write pid file '%s': %s" % (self.pidfile, e.strerror))
+            self.log.error("pfm initialization failed")
+            self.report_status(EX_CONFIG)
+            return EX_CONFIG
+        procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
+        self.signals = SignalPipe(_HANDLED)
+        self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+        for pool in self.config.pools:
+            self.spawn_manager(pool)
+        self.log.notice("pfm is running, pid %d" % os.getpid())
+        self.log.notice("ready to handle connections")
+        self.log.also_stderr = False
+        self.report_status(0)
+        try:
+            return self.loop()
+        finally:
+            self.cleanup()
+
+    def open_sockets(self) -> None:
+        from .config import parse_listen
+        for pool in self.config.pools:
+            addr = parse_listen(pool.listen)
+            try:
+                listener = sockets.bind(addr, pool.listen_backlog, pool.listen_mode,
+                                        pool.listen_owner, pool.listen_group)
+            except sockets.SocketError as e:
+                raise InitError("[pool %s] %s" % (pool.name, e)) from None
+            self.listeners[pool.name] = listener
+
+    def detach(self) -> None:
+        """Fork to the background; the parent exits with the child's start status."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid > 0:
+            os.close(w)
+            os._exit(_wait_status(r, 10.0))
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        if self.log.fd != 2:
+            os.dup2(devnull, 2)
+            self.log.also_stderr = False
+        os.close(devnull)
+        self.status_fd = w
+
+    def report_status(self, code: int) -> None:
+        if self.status_fd is not None:
+            try:
+                os.write(self.status_fd, bytes([code]))
+                os.close(self.status_fd)
+            except OSError:
+                pass
+            self.status_fd = None
+
+    def write_pidfile(self) -> None:
+        if not self.pidfile:
+            return
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+        fd = os.open(self.pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+    # ---- the loop ----------------------------------------------------------
+
+    def loop(self) -> int:
+        selector = selectors.DefaultSelector()
+        selector.register(self.signals, selectors.EVENT_READ)
+        while True:
+            selector.select(self._timeout())
+            for sig in self.signals.read():
+                self.on_signal(sig)
+            self.reap()
+            if self.state == "running":
+                self.restart_managers()
+            else:
+                self.escalate()
+                if not self.managers:
+                    self.log.notice("exiting, bye-bye!")
+                    return 0
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timeout = 1.0
+        if self.deadline is not None:
+            timeout = min(timeout, max(0.0, self.deadline - now))
+        for when in self.restart_at.values():
+            timeout = min(timeout, max(0.0, when - now))
+        return timeout
+
+    def on_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stop("terminating")
+        elif sig == signal.SIGQUIT:
+            self.stop("finishing")
+        elif sig == signal.SIGUSR1:
+            self.reopen_logs()
+        elif sig == signal.SIGUSR2:
+            self.log.warning("SIGUSR2 (reload) is not implemented yet; ignored")
+
+    def reopen_logs(self) -> None:
+        if self.log.reopen():
+            self.log.notice("error log file re-opened")
+        else:
+            self.log.error("unable to re-opened error log file")
+        self.signal_managers(signal.SIGUSR1)
+
+    # ---- managers ------------------------------------------------------------
+
+    def spawn_manager(self, pool) -> None:
+        listener = self.listeners[pool.name]
+        master = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self.signals.close()
+            os.close(self.lifeline_w)
+            for name, other in self.listeners.items():
+                if name != pool.name and other.sock.fileno() != listener.sock.fileno():
+                    other.sock.close()
+            manager_main(pool, listener, self.log, self.lifeline_r, master,
+                         self.config.global_.process_control_timeout)
+        self.managers[pid] = Manager(pid, pool, time.monotonic())
+        self.restart_at.pop(pool.name, None)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            manager = self.managers.pop(pid, None)
+            if manager is None:
+                continue
+            how, bad = procutil.describe_exit(status)
+            if self.state != "running":
+                self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
+                continue
+            name = manager.pool.name
+            lived = time.monotonic() - manager.started
+            failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
+            self.failures[name] = failures
+            pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+            self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
+                             "restarting it%s" % (name, pid, how, lived,
+                                                  " in %.1f s" % pause if pause else ""))
+            self.restart_at[name] = time.monotonic() + pause
+
+    def restart_managers(self) -> None:
+        now = time.monotonic()
+        for pool in self.config.pools:
+            when = self.restart_at.get(pool.name)
+            if when is not None and now >= when:
+                self.spawn_manager(pool)
+
+    def stop(self, how: str) -> None:
+        """finishing (QUIT): managers let requests finish. terminating (TERM,
+        INT): managers kill their workers now. Terminating overrides finishing."""
+        if self.state == how or self.state == "terminating":
+            return
+        self.log.notice("Finishing ..." if how == "finishing" else "Terminating ...")
+        self.state = how
+        self.restart_at.clear()
+        if how == "finishing":
+            self.signal_managers(signal.SIGQUIT)
+            timeout = self.config.global_.process_control_timeout
+            self.deadline = time.monotonic() + timeout + MANAGER_GRACE if timeout > 0 else None
+            self.stage = signal.SIGQUIT
+        else:
+            self.signal_managers(signal.SIGTERM)
+            self.deadline = time.monotonic() + MANAGER_GRACE
+            self.stage = signal.SIGTERM
+
+    def escalate(self) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline or not self.managers:
+            return
+        nxt = signal.SIGTERM if self.stage == signal.SIGQUIT else signal.SIGKILL
+        self.signal_managers(nxt)
+        self.stage = nxt
+        self.deadline = time.monotonic() + MANAGER_GRACE
+
+    def signal_managers(self, sig: int) -> None:
+        for pid in list(self.managers):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self) -> None:
+        for listener in self.listeners.values():
+            listener.sock.close()
+            if listener.unix_path:
+                try:
+                    os.unlink(listener.unix_path)
+                except OSError:
+                    pass
+        if self.pidfile:
+            try:
+                os.unlink(self.pidfile)
+            except OSError:
+                pass
+
+
+def _wait_status(fd: int, timeout: float) -> int:
+    """The daemonizing parent: the child's start status byte, or 70 if none came."""
+    import select
+    ready, _, _ = select.select([fd], [], [], timeout)
+    data = os.read(fd, 1) if ready else b""
+    if not data:
+        sys.stderr.write("pfm: the master process didn't send back its status "
+                         "(via the pipe to the calling process)\n")
+        return EX_SOFTWARE
+    return data[0]

@@ -1,0 +1,220 @@
+"""The pool manager: one process per pool. It prepares the pool's
+environment, optionally preloads the app, forks the workers, reaps them and
+keeps their number where the process manager wants it.
+
+It never accepts connections itself; a worker that dies costs only its own
+request, and the manager replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import time
+import traceback
+
+from . import procutil
+from .signals import SignalPipe
+from .worker import worker_main
+
+RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
+_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
+            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
+MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
+
+
+class Child:
+    __slots__ = ("pid", "started")
+
+    def __init__(self, pid: int, started: float):
+        self.pid = pid
+        self.started = started
+
+
+class PoolManager:
+    def __init__(self, pool, listener, log, lifeline_fd: int, master_pid: int,
+                 process_control_timeout: float):
+        self.pool = pool
+        self.name = pool.name
+        self.listener = listener
+        self.log = log
+        self.lifeline_fd = lifeline_fd
+        self.master_pid = master_pid
+        self.control_timeout = process_control_timeout
+        self.children: dict[int, Child] = {}
+        self.state = RUNNING
+        self.deadline: float | None = None     # next escalation of a stop
+        self.boot_failures = 0
+        self.spawn_after = 0.0
+        self.app = None
+
+    # ---- setup -------------------------------------------------------------
+
+    def run(self) -> int:
+        procutil.set_title("pfm: pool %s manager" % self.name)
+        self.signals = SignalPipe(_HANDLED)
+        procutil.die_with_parent(signal.SIGTERM, self.master_pid)
+        self.prepare()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.signals, selectors.EVENT_READ, "signals")
+        self.selector.register(self.lifeline_fd, selectors.EVENT_READ, "lifeline")
+        self.manage()
+        return self.loop()
+
+    def prepare(self) -> None:
+        """Environment and import path for the app, then preload if asked."""
+        from .app import load, prepare_path
+        from .isolation import apply_environment, drop_privileges
+        drop_privileges(self.pool)
+        apply_environment(self.pool)
+        prepare_path(self.pool.pythonpath, self.pool.virtualenv, self.pool.chdir)
+        if self.pool.preload:
+            try:
+                self.app = load(self.pool.app_module, self.pool.app_callable)
+            except BaseException:
+                self.log.error("[pool %s] unable to preload app '%s:%s'" % (
+                    self.name, self.pool.app_module, self.pool.app_callable))
+                for line in traceback.format_exc().rstrip("\n").split("\n"):
+                    self.log.error("[pool %s] %s" % (self.name, line))
+                os._exit(procutil.EXIT_BOOT_FAILED)
+            import gc
+            gc.collect()
+            gc.freeze()   # keep the preloaded objects' pages shared with the workers
+
+    # ---- the loop ----------------------------------------------------------
+
+    def loop(self) -> int:
+        while True:
+            timeout = self._timeout()
+            for key, _ in self.selector.select(timeout):
+                if key.data == "signals":
+                    for sig in self.signals.read():
+                        self.on_signal(sig)
+                elif key.data == "lifeline":
+                    # The master is gone (its end of the pipe closed): stop now.
+                    self.selector.unregister(self.lifeline_fd)
+                    self.stop(TERMINATING)
+            self.reap()
+            if self.state == RUNNING:
+                self.manage()
+            else:
+                self.escalate()
+                if not self.children:
+                    return 0
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timeout = 1.0
+        if self.deadline is not None:
+            timeout = min(timeout, max(0.0, self.deadline - now))
+        if self.state == RUNNING and len(self.children) < self.pool.pm_max_children:
+            timeout = min(timeout, max(0.0, self.spawn_after - now))
+        return timeout
+
+    def on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return  # reaped after every wakeup
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stop(TERMINATING)
+        elif sig == signal.SIGQUIT:
+            self.stop(FINISHING)
+        elif sig == signal.SIGUSR1:
+            if self.log.reopen():
+                self.log.notice("[pool %s] error log file re-opened" % self.name)
+
+    # ---- the verbs ---------------------------------------------------------
+
+    def manage(self) -> None:
+        """static: keep pm.max_children workers alive."""
+        now = time.monotonic()
+        while len(self.children) < self.pool.pm_max_children and now >= self.spawn_after:
+            self.spawn()
+
+    def spawn(self) -> None:
+        manager = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self.signals.close()
+            self.selector.close()
+            os.close(self.lifeline_fd)
+            worker_main(self.pool, self.listener, self.log, self.app, manager)
+        self.children[pid] = Child(pid, time.monotonic())
+        self.log.notice("[pool %s] child %d started" % (self.name, pid))
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            how, bad = procutil.describe_exit(status)
+            lived = time.monotonic() - child.started
+            line = "[pool %s] child %d exited %s after %.6f seconds from start" % (
+                self.name, pid, how, lived)
+            if self.state != RUNNING:
+                self.log.debug(line)
+                continue
+            (self.log.warning if bad else self.log.notice)(line)
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
+                self.boot_failures += 1
+                pause = min(MAX_BACKOFF, 0.5 * 2 ** min(self.boot_failures, 8))
+                self.spawn_after = time.monotonic() + pause
+                self.log.error("[pool %s] child %d failed to initialize; next try in %.1f s"
+                               % (self.name, pid, pause))
+            else:
+                self.boot_failures = 0
+
+    def stop(self, how: str) -> None:
+        """FINISHING: QUIT, workers end their request (process_control_timeout
+        bounds the wait when set; 0 waits as long as requests run). TERMINATING:
+        TERM now, KILL a second later. TERMINATING overrides FINISHING."""
+        if self.state == how or self.state == TERMINATING:
+            return
+        self.state = how
+        now = time.monotonic()
+        if how == FINISHING:
+            self.kill_all(signal.SIGQUIT)
+            self.deadline = now + self.control_timeout if self.control_timeout > 0 else None
+            self.stage = signal.SIGQUIT
+        else:
+            self.kill_all(signal.SIGTERM)
+            self.deadline = now + KILL_AFTER_TERM
+            self.stage = signal.SIGTERM
+
+    def escalate(self) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline or not self.children:
+            return
+        nxt = signal.SIGTERM if self.stage == signal.SIGQUIT else signal.SIGKILL
+        self.kill_all(nxt)
+        self.stage = nxt
+        self.deadline = time.monotonic() + KILL_AFTER_TERM
+
+    def kill_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def manager_main(pool, listener, log, lifeline_fd: int, master_pid: int,
+                 process_control_timeout: float) -> None:
+    """Entry point of a forked pool manager; never returns into the master's code."""
+    code = 1
+    try:
+        code = PoolManager(pool, listener, log, lifeline_fd, master_pid,
+                           process_control_timeout).run()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        log.alert("[pool %s] manager crashed: %s" % (
+            pool.name, traceback.format_exc().replace("\n", " | ")))
+    finally:
+        os._exit(code)

@@ -1,0 +1,400 @@
+"""A worker process: accepts connections on the pool's listening socket and
+serves one request at a time, FastCGI in, WSGI call, FastCGI out.
+
+The hot path is accept -> recv -> parse -> environ -> app -> send. A small
+response and its END_REQUEST leave in one send(2).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import struct
+import sys
+import traceback
+
+from . import fastcgi, procutil
+from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
+from .wsgi import (
+    ErrorStream,
+    InputStream,
+    base_environ,
+    check_headers,
+    header_block,
+    make_environ,
+    reraise,
+)
+
+RECV_SIZE = 262144
+FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
+
+_INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
+                   b"Internal Server Error\n")
+
+
+class ConnectionLost(Exception):
+    """The web server went away in the middle of a request."""
+
+
+class _Shutdown(BaseException):
+    """Raised from the SIGQUIT handler while the worker waits for work."""
+
+
+class Worker:
+    """One process, one request at a time. Nothing here is shared with other
+    workers; the module-level state of the app lives in this process only."""
+
+    def __init__(self, pool, listener, log, app):
+        self.pool = pool
+        self.name = pool.name
+        self.listen_sock = listener.sock
+        self.log = log
+        self.app = app
+        self.pid = os.getpid()
+        self.requests = 0
+        self.max_requests = pool.pm_max_requests or 0
+        self.max_params_bytes = pool.max_params_bytes
+        self.ping_path = pool.ping_path or None
+        self.ping_response = (pool.ping_response or "pong").encode("utf-8")
+        self.stopping = False
+        self.interruptible = False   # True while blocked waiting for a new request
+        self.prefix = "[pool %s] child %d" % (self.name, self.pid)
+        self.errors = ErrorStream(self._said_into_stderr)
+        self.base = base_environ(self.name, self.errors)
+
+    # ---- process setup -------------------------------------------------
+
+    def install_signals(self) -> None:
+        """php-fpm's worker dispositions: QUIT finishes the current request,
+        TERM/INT/USR1/USR2 kill at once, PIPE is ignored."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2,
+                    signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, self._on_quit)
+
+    def _on_quit(self, signum, frame) -> None:
+        self.stopping = True
+        # Swap the listening descriptor for an unbound socket: a blocked or
+        # later accept() fails at once, and the pool's socket stays open in the
+        # other processes, so no queued connection is lost.
+        try:
+            dummy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            os.dup2(dummy.fileno(), self.listen_sock.fileno())
+            dummy.close()
+        except OSError:
+            pass
+        if self.interruptible:
+            raise _Shutdown()
+
+    # ---- the accept loop -------------------------------------------------
+
+    def run(self) -> int:
+        lsock = self.listen_sock
+        try:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(FIRST_RECORD_TIMEOUT))
+        except OSError:
+            pass
+        family = lsock.family
+        accept = lsock._accept
+        try:
+            while not self.stopping:
+                self.interruptible = True
+                try:
+                    fd, addr = accept()
+                except OSError as e:
+                    self.interruptible = False
+                    if self.stopping:
+                        break
+                    if e.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO):
+                        continue
+                    raise
+                self.interruptible = False
+                conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                try:
+                    self.serve_connection(conn)
+                finally:
+                    conn.close()
+                if self.max_requests and self.requests >= self.max_requests:
+                    break
+        except _Shutdown:
+            pass
+        return procutil.EXIT_OK
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        conn = fastcgi.ServerConnection(self.max_params_bytes)
+        recv = sock.recv
+        kept = False
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    out = conn.data_to_send()
+                    if out:
+                        sock.sendall(out)
+                    if kept:
+                        self.interruptible = True
+                        if self.stopping:
+                            return
+                    try:
+                        data = recv(RECV_SIZE)
+                    finally:
+                        self.interruptible = False
+                    conn.receive_data(data)
+                    continue
+                if type(event) is Request:
+                    if not self.handle(sock, conn, event):
+                        return
+                    if self.stopping or (self.max_requests and self.requests >= self.max_requests):
+                        return
+                    if not kept:
+                        kept = True
+                        # A kept connection waits for nginx's next request as long as nginx likes.
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+                    continue
+                if event is fastcgi.CLOSED:
+                    return
+                # StdinData/StdinEnd/Abort outside a request: nothing to do.
+        except fastcgi.RemoteProtocolError as e:
+            self.log.warning("%s: closing connection: malformed FastCGI input: %s"
+                             % (self.prefix, e))
+            _send_quietly(sock, conn.data_to_send())
+        except BlockingIOError:
+            if not kept:
+                self.log.notice("%s: closing connection: no request within %.0f seconds"
+                                % (self.prefix, FIRST_RECORD_TIMEOUT))
+        except (ConnectionLost, ConnectionError):
+            pass
+
+    # ---- one request -----------------------------------------------------
+
+    def handle(self, sock: socket.socket, conn, request: Request) -> bool:
+        """Serve one request; True if the connection may carry another."""
+        self.requests += 1
+        rid = request.request_id
+        params = request.params
+        recv = sock.recv
+
+        def pull() -> bytes:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    data = recv(RECV_SIZE)
+                    if not data:
+                        raise ConnectionLost()
+                    conn.receive_data(data)
+                    continue
+                kind = type(event)
+                if kind is StdinData:
+                    return event.data
+                if kind is StdinEnd or kind is Abort:
+                    return b""
+                if event is fastcgi.CLOSED:
+                    raise ConnectionLost()
+
+        body = InputStream(pull)
+        response = Response(sock, rid)
+        if self.ping_path and params.get("SCRIPT_NAME") == self.ping_path:
+            response.complete("200 OK", [("Content-Type", "text/plain"), _NO_CACHE,
+                                         _EXPIRES], self.ping_response)
+        else:
+            environ = make_environ(params, self.base)
+            environ["wsgi.input"] = body
+            environ["pfm.finish_request"] = response.finish_request
+            if not self.call_app(environ, response):
+                return False
+        body.drain()
+        conn.request_done()
+        if response.released:
+            return False
+        if not conn.keep_conn:
+            return False
+        return True
+
+    def call_app(self, environ: dict, response: Response) -> bool:
+        """Run the app; False if the connection can only be dropped."""
+        result = None
+        try:
+            result = self.app(environ, response.start_response)
+            try:
+                if type(result) is list and response.status is not None:
+                    response.complete(response.status, response.headers, b"".join(result))
+                else:
+                    for chunk in result:
+                        response.write(chunk)
+                    response.end()
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            return True
+        except (ConnectionLost, ConnectionError):
+            return False
+        except Exception:
+            self.log_exception(environ)
+            if response.headers_sent:
+                # Part of the answer is out: closing without END_REQUEST tells
+                # nginx the response is incomplete.
+                return False
+            try:
+                response.send_raw(_INTERNAL_ERROR)
+            except OSError:
+                return False
+            return True
+        finally:
+            self.errors.flush()
+
+    def log_exception(self, environ: dict) -> None:
+        uri = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        self.log.error('%s: exception in the application (request: "%s %s")'
+                       % (self.prefix, environ.get("REQUEST_METHOD", "-"), uri))
+        for line in traceback.format_exc().rstrip("\n").split("\n"):
+            self.log.error("%s: %s" % (self.prefix, line))
+
+    def _said_into_stderr(self, line: str) -> None:
+        self.log.warning('%s said into stderr: "%s"' % (self.prefix, line))
+
+
+_NO_CACHE = ("Cache-Control", "no-cache, no-store, must-revalidate, max-age=0")
+_EXPIRES = ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")
+
+
+class Response:
+    """The WSGI response side of one request: start_response, write(), and
+    the FastCGI records that carry them."""
+
+    __slots__ = ("sock", "rid", "status", "headers", "headers_sent", "finished", "released")
+
+    def __init__(self, sock: socket.socket, rid: int):
+        self.sock = sock
+        self.rid = rid
+        self.status = None
+        self.headers = None
+        self.headers_sent = False
+        self.finished = False      # END_REQUEST sent; later output is discarded
+        self.released = False      # finish_request() handed the connection back to nginx
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    reraise(exc_info)
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        check_headers(status, headers)
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data) -> None:
+        if self.finished or not data:
+            return
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if not self.headers_sent:
+            self.headers_sent = True
+            data = header_block(self.status, self.headers) + data
+        self.sock.sendall(fastcgi.stdout(self.rid, data))
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        out = b"" if self.headers_sent else fastcgi.stdout(
+            self.rid, header_block(self.status, self.headers))
+        self.headers_sent = True
+        self.finished = True
+        self.sock.sendall(out + fastcgi.end_request(self.rid))
+        if self.released:
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def complete(self, status: str, headers, body: bytes) -> None:
+        """The whole response in one send: headers, body, end of stream, END_REQUEST."""
+        if self.finished:
+            return
+        if self.headers_sent:
+            self.write(body)
+            self.end()
+            return
+        self.headers_sent = True
+        self.finished = True
+        self.sock.sendall(fastcgi.stdout(self.rid, header_block(status, headers) + body)
+                          + fastcgi.end_request(self.rid))
+        if self.released:
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def send_raw(self, stdout_bytes: bytes) -> None:
+        self.headers_sent = True
+        self.finished = True
+        self.sock.sendall(fastcgi.stdout(self.rid, stdout_bytes) + fastcgi.end_request(self.rid))
+
+    def finish_request(self) -> bool:
+        """pfm's fastcgi_finish_request(): complete the response now and give
+        the connection back to nginx; the application goes on running here.
+        Returns False if the connection was already gone."""
+        if self.released:
+            return True
+        self.released = True
+        try:
+            # With no response started yet, it ends (and the connection is
+            # released) as soon as the app returns it, before its close().
+            if self.status is not None:
+                self.end()
+            return True
+        except OSError:
+            return False
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    if data:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+
+
+def worker_main(pool, listener, log, app, manager_pid: int) -> None:
+    """Entry point of a forked worker; never returns into the manager's code."""
+    code = procutil.EXIT_OK
+    try:
+        procutil.set_title("pfm: pool %s" % pool.name)
+        worker = Worker(pool, listener, log, app)
+        worker.install_signals()
+        procutil.die_with_parent(signal.SIGTERM, manager_pid)
+        if worker.app is None:
+            from .app import load
+            try:
+                worker.app = load(pool.app_module, pool.app_callable)
+            except BaseException:
+                log.error("[pool %s] child %d failed to initialize: cannot load app '%s:%s'"
+                          % (pool.name, worker.pid, pool.app_module, pool.app_callable))
+                for line in traceback.format_exc().rstrip("\n").split("\n"):
+                    log.error("[pool %s] child %d: %s" % (pool.name, worker.pid, line))
+                os._exit(procutil.EXIT_BOOT_FAILED)
+        code = worker.run()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        try:
+            log.alert("[pool %s] child %d crashed: %s" % (
+                pool.name, os.getpid(), traceback.format_exc().replace("\n", " | ")))
+        finally:
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        os._exit(code)
