@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import struct
@@ -30,6 +31,7 @@ from .wsgi import (
 RECV_SIZE = 262144
 FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
 
+_ACCEPT_AGAIN = (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO)
 _INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
                    b"Internal Server Error\n")
 
@@ -61,6 +63,7 @@ class Worker:
         self.stopping = False
         self.interruptible = False   # True while blocked waiting for a new request
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
+        self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
         self.errors = ErrorStream(self._said_into_stderr)
         self.base = base_environ(self.name, self.errors)
 
@@ -93,81 +96,103 @@ class Worker:
     # ---- the accept loop -------------------------------------------------
 
     def run(self) -> int:
+        """Wait on the listening socket and on the kept-alive connections
+        together, and serve whichever is ready.
+
+        A worker that blocked on an idle kept connection (php-fpm) would leave
+        new connections waiting in the backlog while it could serve them. The
+        listening socket is registered with EPOLLEXCLUSIVE, so each new
+        connection wakes one idle worker, not all of them.
+        """
         lsock = self.listen_sock
-        try:
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(FIRST_RECORD_TIMEOUT))
-        except OSError:
-            pass
+        lfd = lsock.fileno()
+        lsock.setblocking(False)   # shared by the pool: accept() never blocks a worker
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(FIRST_RECORD_TIMEOUT))
         family = lsock.family
         accept = lsock._accept
+        epoll = select.epoll()
+        epoll.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        kept = self.kept
         try:
             while not self.stopping:
                 self.interruptible = True
                 try:
-                    fd, addr = accept()
-                except OSError as e:
-                    self.interruptible = False
-                    if self.stopping:
-                        break
-                    if e.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO):
-                        continue
-                    raise
-                self.interruptible = False
-                conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-                try:
-                    self.serve_connection(conn)
+                    ready = epoll.poll()
                 finally:
-                    conn.close()
-                if self.max_requests and self.requests >= self.max_requests:
-                    break
+                    self.interruptible = False
+                for fd, _ in ready:
+                    if fd == lfd:
+                        try:
+                            cfd, _addr = accept()
+                        except OSError as e:
+                            if self.stopping:
+                                break
+                            if e.errno in _ACCEPT_AGAIN:
+                                continue
+                            raise
+                        sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd)
+                        conn = fastcgi.ServerConnection(self.max_params_bytes)
+                        was_kept = False
+                    else:
+                        sock, conn = kept.pop(fd)
+                        epoll.unregister(fd)
+                        was_kept = True
+                    if self.serve(sock, conn, was_kept):
+                        kept[sock.fileno()] = (sock, conn)
+                        epoll.register(sock.fileno(), select.EPOLLIN)
+                    else:
+                        sock.close()
+                    if self.stopping or (self.max_requests and self.requests >= self.max_requests):
+                        self.stopping = True
+                        break
         except _Shutdown:
             pass
+        finally:
+            for sock, _conn in kept.values():
+                sock.close()
+            kept.clear()
+            epoll.close()
         return procutil.EXIT_OK
 
-    def serve_connection(self, sock: socket.socket) -> None:
-        conn = fastcgi.ServerConnection(self.max_params_bytes)
+    def serve(self, sock: socket.socket, conn, kept: bool) -> bool:
+        """Serve requests on one connection until it needs to wait for the
+        next one. True: kept alive and idle (watch it); False: close it.
+        `kept`: an idle kept-alive connection that became readable."""
         recv = sock.recv
-        kept = False
+        served = kept
         try:
+            if kept:
+                conn.receive_data(recv(RECV_SIZE))
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     out = conn.data_to_send()
                     if out:
                         sock.sendall(out)
-                    if kept:
-                        self.interruptible = True
-                        if self.stopping:
-                            return
-                    try:
-                        data = recv(RECV_SIZE)
-                    finally:
-                        self.interruptible = False
-                    conn.receive_data(data)
+                    if served and conn.active_request_id is None:
+                        return True
+                    conn.receive_data(recv(RECV_SIZE))
                     continue
                 if type(event) is Request:
                     if not self.handle(sock, conn, event):
-                        return
+                        return False
+                    served = True
                     if self.stopping or (self.max_requests and self.requests >= self.max_requests):
-                        return
-                    if not kept:
-                        kept = True
-                        # A kept connection waits for nginx's next request as long as nginx likes.
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+                        return False
                     continue
                 if event is fastcgi.CLOSED:
-                    return
+                    return False
                 # StdinData/StdinEnd/Abort outside a request: nothing to do.
         except fastcgi.RemoteProtocolError as e:
             self.log.warning("%s: closing connection: malformed FastCGI input: %s"
                              % (self.prefix, e))
             _send_quietly(sock, conn.data_to_send())
         except BlockingIOError:
-            if not kept:
-                self.log.notice("%s: closing connection: no request within %.0f seconds"
-                                % (self.prefix, FIRST_RECORD_TIMEOUT))
+            self.log.notice("%s: closing connection: no data for %.0f seconds"
+                            % (self.prefix, FIRST_RECORD_TIMEOUT))
         except (ConnectionLost, ConnectionError):
             pass
+        return False
 
     # ---- one request -----------------------------------------------------
 
@@ -208,11 +233,7 @@ class Worker:
                 return False
         body.drain()
         conn.request_done()
-        if response.released:
-            return False
-        if not conn.keep_conn:
-            return False
-        return True
+        return request.keep_conn and not response.released
 
     def call_app(self, environ: dict, response: Response) -> bool:
         """Run the app; False if the connection can only be dropped."""
