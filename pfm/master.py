@@ -30,12 +30,13 @@ class InitError(Exception):
 
 
 class Manager:
-    __slots__ = ("pid", "pool", "started")
+    __slots__ = ("pid", "pool", "started", "generation")
 
-    def __init__(self, pid: int, pool, started: float):
+    def __init__(self, pid: int, pool, started: float, generation: int):
         self.pid = pid
         self.pool = pool
         self.started = started
+        self.generation = generation
 
 
 class Master:
@@ -46,7 +47,8 @@ class Master:
         self.daemonize = g.daemonize if foreground is None else not foreground
         self.pidfile = pidfile or g.pid
         self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit)
-        self.listeners: dict[str, sockets.Listener] = {}
+        self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
+        self.generation = 0    # bumped by each reload; older managers are retiring
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
@@ -91,15 +93,30 @@ class Master:
             self.cleanup()
 
     def open_sockets(self) -> None:
+        self.listeners = self.bind_pools(self.config.pools, {})
+
+    @staticmethod
+    def bind_pools(pools, current: dict) -> dict:
+        """A socket for every pool: the one already open for the same address
+        (a reload keeps it, so no connection is refused), or a new one."""
         from .config import parse_listen
-        for pool in self.config.pools:
-            addr = parse_listen(pool.listen)
-            try:
-                listener = sockets.bind(addr, pool.listen_backlog, pool.listen_mode,
-                                        pool.listen_owner, pool.listen_group)
-            except sockets.SocketError as e:
-                raise InitError("[pool %s] %s" % (pool.name, e)) from None
-            self.listeners[pool.name] = listener
+        by_address = {listener.address: listener for listener in current.values()}
+        opened, result = [], {}
+        for pool in pools:
+            listener = by_address.get(pool.listen)
+            if listener is None:
+                try:
+                    listener = sockets.bind(parse_listen(pool.listen), pool.listen_backlog,
+                                            pool.listen_mode, pool.listen_owner,
+                                            pool.listen_group)
+                except (sockets.SocketError, ValueError) as e:
+                    for sock in opened:
+                        _close_listener(sock)
+                    raise InitError("[pool %s] %s" % (pool.name, e)) from None
+                opened.append(listener)
+                by_address[pool.listen] = listener
+            result[pool.name] = listener
+        return result
 
     def detach(self) -> None:
         """Fork to the background; the parent exits with the child's start status."""
@@ -176,7 +193,47 @@ class Master:
         elif sig == signal.SIGUSR1:
             self.reopen_logs()
         elif sig == signal.SIGUSR2:
-            self.log.warning("SIGUSR2 (reload) is not implemented yet; ignored")
+            self.reload()
+
+    def reload(self) -> None:
+        """Graceful reload: validate the new config first (a bad one is logged
+        and the running pools keep serving), start a new generation of pool
+        managers on the same listening sockets, then let the old generation
+        finish its requests and retire. The master's pid does not change."""
+        self.log.notice("Reloading in progress ...")
+        from .config import ConfigError, load
+        new = self.config
+        if self.config.path is not None:
+            try:
+                new = load(self.config.path, prefix=self.config.prefix)
+            except ConfigError as e:
+                self.log.error(str(e))
+                self.log.error("reload failed: the configuration has an error; "
+                               "the running pools keep serving with the old one")
+                return
+        try:
+            listeners = self.bind_pools(new.pools, self.listeners)
+        except InitError as e:
+            self.log.error(str(e))
+            self.log.error("reload failed: the running pools keep serving")
+            return
+        for warning in new.warnings:
+            self.log.warning(warning)
+        retiring = [pid for pid, m in self.managers.items() if m.generation == self.generation]
+        kept = {id(listener) for listener in listeners.values()}
+        for listener in self.listeners.values():
+            if id(listener) not in kept:
+                _close_listener(listener)
+        self.config, self.listeners = new, listeners
+        self.generation += 1
+        self.restart_at.clear()
+        for pool in new.pools:
+            self.spawn_manager(pool)
+        for pid in retiring:
+            _kill(pid, signal.SIGQUIT)
+        self.log.notice("configuration %s reloaded: %d pool(s); %d old pool manager(s) "
+                        "finishing their requests" % (new.path or "(built-in)", len(new.pools),
+                                                       len(retiring)))
 
     def reopen_logs(self) -> None:
         if self.log.reopen():
@@ -199,7 +256,7 @@ class Master:
                     other.sock.close()
             manager_main(pool, listener, self.log, self.lifeline_r, master,
                          self.config.global_.process_control_timeout)
-        self.managers[pid] = Manager(pid, pool, time.monotonic())
+        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation)
         self.restart_at.pop(pool.name, None)
 
     def reap(self) -> None:
@@ -214,7 +271,7 @@ class Master:
             if manager is None:
                 continue
             how, bad = procutil.describe_exit(status)
-            if self.state != "running":
+            if self.state != "running" or manager.generation != self.generation:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
                 continue
             name = manager.pool.name
@@ -262,24 +319,33 @@ class Master:
 
     def signal_managers(self, sig: int) -> None:
         for pid in list(self.managers):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+            _kill(pid, sig)
 
     def cleanup(self) -> None:
         for listener in self.listeners.values():
-            listener.sock.close()
-            if listener.unix_path:
-                try:
-                    os.unlink(listener.unix_path)
-                except OSError:
-                    pass
+            _close_listener(listener)
         if self.pidfile:
             try:
                 os.unlink(self.pidfile)
             except OSError:
                 pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _close_listener(listener) -> None:
+    """Close a socket for good; a unix socket's file goes with it."""
+    listener.sock.close()
+    if listener.unix_path:
+        try:
+            os.unlink(listener.unix_path)
+        except OSError:
+            pass
 
 
 def _wait_status(fd: int, timeout: float) -> int:

@@ -142,6 +142,12 @@ class Worker:
                         epoll.register(sock.fileno(), select.EPOLLIN)
                     else:
                         sock.close()
+                    if not was_kept:
+                        # Back to the end of the socket's queue of exclusive
+                        # waiters: new connections go round the idle workers as
+                        # with php-fpm's blocking accept(), not always to the first.
+                        epoll.unregister(lfd)
+                        epoll.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
                     if self.stopping or (self.max_requests and self.requests >= self.max_requests):
                         self.stopping = True
                         break
@@ -182,7 +188,10 @@ class Worker:
                     continue
                 if event is fastcgi.CLOSED:
                     return False
-                # StdinData/StdinEnd/Abort outside a request: nothing to do.
+                if type(event) is Abort and conn.active_request_id == event.request_id:
+                    # Aborted before its params were complete: end it, nothing ran.
+                    sock.sendall(fastcgi.end_request(event.request_id))
+                    conn.request_done()
         except fastcgi.RemoteProtocolError as e:
             self.log.warning("%s: closing connection: malformed FastCGI input: %s"
                              % (self.prefix, e))
