@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from . import procutil, sockets
+from . import procutil, signals, sockets
 from .log import Log
 from .poolmanager import manager_main
 from .signals import SignalPipe
@@ -79,7 +79,7 @@ class Master:
             self.report_status(EX_CONFIG)
             return EX_CONFIG
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
-        self.signals = SignalPipe(_HANDLED)
+        self.sigpipe = SignalPipe(_HANDLED)
         self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
         for pool in self.config.pools:
             self.spawn_manager(pool)
@@ -162,10 +162,10 @@ class Master:
 
     def loop(self) -> int:
         selector = selectors.DefaultSelector()
-        selector.register(self.signals, selectors.EVENT_READ)
+        selector.register(self.sigpipe, selectors.EVENT_READ)
         while True:
             selector.select(self._timeout())
-            for sig in self.signals.read():
+            for sig in self.sigpipe.read():
                 self.on_signal(sig)
             self.reap()
             if self.state == "running":
@@ -247,9 +247,9 @@ class Master:
     def spawn_manager(self, pool) -> None:
         listener = self.listeners[pool.name]
         master = os.getpid()
-        pid = os.fork()
+        pid = signals.fork()
         if pid == 0:
-            self.signals.close()
+            self.sigpipe.close()
             os.close(self.lifeline_w)
             for name, other in self.listeners.items():
                 if name != pool.name and other.sock.fileno() != listener.sock.fileno():

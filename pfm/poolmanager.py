@@ -14,7 +14,7 @@ import signal
 import time
 import traceback
 
-from . import procutil
+from . import procutil, signals
 from .signals import SignalPipe
 from .worker import worker_main
 
@@ -54,11 +54,12 @@ class PoolManager:
 
     def run(self) -> int:
         procutil.set_title("pfm: pool %s manager" % self.name)
-        self.signals = SignalPipe(_HANDLED)
+        self.sigpipe = SignalPipe(_HANDLED)
+        signals.unblock()
         procutil.die_with_parent(signal.SIGTERM, self.master_pid)
         self.prepare()
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.signals, selectors.EVENT_READ, "signals")
+        self.selector.register(self.sigpipe, selectors.EVENT_READ, "signals")
         self.selector.register(self.lifeline_fd, selectors.EVENT_READ, "lifeline")
         self.manage()
         return self.loop()
@@ -90,7 +91,7 @@ class PoolManager:
             timeout = self._timeout()
             for key, _ in self.selector.select(timeout):
                 if key.data == "signals":
-                    for sig in self.signals.read():
+                    for sig in self.sigpipe.read():
                         self.on_signal(sig)
                 elif key.data == "lifeline":
                     # The master is gone (its end of the pipe closed): stop now.
@@ -134,9 +135,9 @@ class PoolManager:
 
     def spawn(self) -> None:
         manager = os.getpid()
-        pid = os.fork()
+        pid = signals.fork()
         if pid == 0:
-            self.signals.close()
+            self.sigpipe.close()
             self.selector.close()
             os.close(self.lifeline_fd)
             worker_main(self.pool, self.listener, self.log, self.app, manager)

@@ -16,7 +16,7 @@ import struct
 import sys
 import traceback
 
-from . import fastcgi, procutil
+from . import fastcgi, procutil, signals
 from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
 from .wsgi import (
     ErrorStream,
@@ -78,6 +78,7 @@ class Worker:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, self._on_quit)
+        signals.unblock()
 
     def _on_quit(self, signum, frame) -> None:
         self.stopping = True
