@@ -41,10 +41,11 @@ class Log:
         self.path = path
         self.level = LEVELS[level.lower()]
         self.limit = limit
-        self.fd = 2
         self.also_stderr = False
-        if path:
-            self.fd = self._open(path)
+        # Our own descriptor even for stderr: a worker's fd 2 may be pointed at
+        # a pipe or /dev/null (catch_workers_output) without losing the log.
+        self.to_stderr = not path
+        self.fd = self._open(path) if path else os.dup(2)
 
     @staticmethod
     def _open(path: str) -> int:
@@ -66,7 +67,7 @@ class Log:
     def close(self) -> None:
         if self.fd > 2:
             os.close(self.fd)
-            self.fd = 2
+            self.fd = -1
 
     def write(self, level: int, message: str) -> None:
         if level < self.level:
@@ -76,8 +77,12 @@ class Log:
             line = line[: self.limit - 3] + "..."
         data = (line + "\n").encode("utf-8", "backslashreplace")
         self._write(self.fd, data)
-        if self.also_stderr and self.fd != 2:
+        if self.also_stderr and not self.to_stderr:
             self._write(2, data)
+
+    def raw(self, text: str) -> None:
+        """A line exactly as given (decorate_workers_output = no)."""
+        self._write(self.fd, (text + "\n").encode("utf-8", "backslashreplace"))
 
     @staticmethod
     def _write(fd: int, data: bytes) -> None:

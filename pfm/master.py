@@ -63,7 +63,7 @@ class Master:
     # ---- start -------------------------------------------------------------
 
     def run(self) -> int:
-        if self.log.fd != 2:
+        if not self.log.to_stderr:
             self.log.also_stderr = True
         for warning in self.config.warnings:
             self.log.warning(warning)
@@ -135,7 +135,7 @@ class Master:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        if self.log.fd != 2:
+        if not self.log.to_stderr:
             os.dup2(devnull, 2)
             self.log.also_stderr = False
         os.close(devnull)

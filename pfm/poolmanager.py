@@ -17,6 +17,7 @@ import traceback
 from . import procutil, signals
 from .signals import SignalPipe
 from .worker import worker_main
+from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
 RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
 _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
@@ -40,6 +41,7 @@ class PoolManager:
         self.name = pool.name
         self.listener = listener
         self.log = log
+        log.also_stderr = False     # the master's start-up mirror is not ours
         self.lifeline_fd = lifeline_fd
         self.master_pid = master_pid
         self.control_timeout = process_control_timeout
@@ -49,6 +51,7 @@ class PoolManager:
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.app = None
+        self.output_fds: set[int] = set()    # read ends of the workers' stdout/stderr
 
     # ---- setup -------------------------------------------------------------
 
@@ -97,12 +100,17 @@ class PoolManager:
                     # The master is gone (its end of the pipe closed): stop now.
                     self.selector.unregister(self.lifeline_fd)
                     self.stop(TERMINATING)
+                elif not key.data.feed(key.fd):
+                    self.selector.unregister(key.fd)
+                    self.output_fds.discard(key.fd)
+                    os.close(key.fd)
             self.reap()
             if self.state == RUNNING:
                 self.manage()
             else:
                 self.escalate()
                 if not self.children:
+                    self.drain_output()
                     return 0
 
     def _timeout(self) -> float:
@@ -122,8 +130,18 @@ class PoolManager:
         elif sig == signal.SIGQUIT:
             self.stop(FINISHING)
         elif sig == signal.SIGUSR1:
-            if self.log.reopen():
-                self.log.notice("[pool %s] error log file re-opened" % self.name)
+            # Workers hold the old log file open: replace them, gracefully (php-fpm).
+            self.log.reopen()
+            self.kill_all(signal.SIGQUIT)
+
+    def drain_output(self) -> None:
+        """Log what the last workers printed before their pipes are dropped."""
+        for key in list(self.selector.get_map().values()):
+            if isinstance(key.data, OutputCatcher):
+                key.data.feed(key.fd)
+                self.selector.unregister(key.fd)
+                os.close(key.fd)
+        self.output_fds.clear()
 
     # ---- the verbs ---------------------------------------------------------
 
@@ -135,13 +153,26 @@ class PoolManager:
 
     def spawn(self) -> None:
         manager = os.getpid()
+        pipes = WorkerPipes() if self.pool.catch_workers_output else None
         pid = signals.fork()
         if pid == 0:
             self.sigpipe.close()
             self.selector.close()
             os.close(self.lifeline_fd)
+            for fd in self.output_fds:
+                os.close(fd)
+            if pipes:
+                pipes.in_child()
+            else:
+                silence_child_output()
             worker_main(self.pool, self.listener, self.log, self.app, manager)
         self.children[pid] = Child(pid, time.monotonic())
+        if pipes:
+            for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
+                catcher = OutputCatcher(self.log, self.name, pid, stream,
+                                        self.pool.decorate_workers_output)
+                self.selector.register(fd, selectors.EVENT_READ, catcher)
+                self.output_fds.add(fd)
         self.log.notice("[pool %s] child %d started" % (self.name, pid))
 
     def reap(self) -> None:

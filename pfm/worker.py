@@ -402,6 +402,8 @@ def worker_main(pool, listener, log, app, manager_pid: int) -> None:
         procutil.set_title("pfm: pool %s" % pool.name)
         worker = Worker(pool, listener, log, app)
         worker.install_signals()
+        if pool.catch_workers_output:
+            sys.stdout.reconfigure(line_buffering=True)   # a print() is a log line at once
         procutil.die_with_parent(signal.SIGTERM, manager_pid)
         if worker.app is None:
             from .app import load
