@@ -3,25 +3,21 @@ interpreter for it (pythonpath, virtualenv, chdir)."""
 
 from __future__ import annotations
 
-import glob
 import importlib
 import os
-import site
 import sys
 
 
-def prepare_path(pythonpath: list[str], virtualenv: str | None, chdir: str | None) -> None:
-    """Make the app importable the way the config says, before any import."""
-    if chdir:
-        os.chdir(chdir)
-    for entry in reversed(pythonpath or []):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    if virtualenv:
-        for sp in sorted(glob.glob(os.path.join(virtualenv, "lib", "python*", "site-packages"))):
-            site.addsitedir(sp)
-    if "" not in sys.path and (chdir or os.getcwd()) not in sys.path:
-        sys.path.append(chdir or os.getcwd())
+def prepare_path(pool, search_path: list[str]) -> None:
+    """Make the app importable exactly where `pfm -t` found it: `search_path`
+    is config.app_search_path(pool) (pythonpath, chdir, the virtualenv's
+    site-packages), computed before any chroot."""
+    if pool.chdir:
+        os.chdir(pool.chdir)
+    for entry in reversed(search_path):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
 
 
 def load(module: str, callable_name: str):

@@ -113,7 +113,8 @@ class Master:
                 try:
                     listener = sockets.bind(parse_listen(pool.listen), pool.listen_backlog,
                                             pool.listen_mode, pool.listen_owner,
-                                            pool.listen_group)
+                                            pool.listen_group, pool.listen_acl_users,
+                                            pool.listen_acl_groups)
                 except (sockets.SocketError, ValueError) as e:
                     for sock in opened:
                         _close_listener(sock)

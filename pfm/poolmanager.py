@@ -70,10 +70,16 @@ class PoolManager:
     def prepare(self) -> None:
         """Environment and import path for the app, then preload if asked."""
         from .app import load, prepare_path
-        from .isolation import apply_environment, drop_privileges
-        drop_privileges(self.pool)
+        from .config import app_search_path
+        search_path = app_search_path(self.pool)     # before a chroot hides the outside
+        from .isolation import IsolationError, apply_environment, apply_limits_and_identity
+        try:
+            apply_limits_and_identity(self.pool)
+        except IsolationError as e:
+            self.log.error("[pool %s] %s" % (self.name, e))
+            os._exit(procutil.EXIT_BOOT_FAILED)
         apply_environment(self.pool)
-        prepare_path(self.pool.pythonpath, self.pool.virtualenv, self.pool.chdir)
+        prepare_path(self.pool, search_path)
         if self.pool.preload:
             try:
                 self.app = load(self.pool.app_module, self.pool.app_callable)

@@ -35,11 +35,21 @@ class Listener:
 
 
 def bind(addr, backlog: int = -1, mode: int = 0o660, owner: str | None = None,
-         group: str | None = None) -> Listener:
-    """Create, bind and listen. `addr` is a config.ListenAddress."""
+         group: str | None = None, acl_users=(), acl_groups=()) -> Listener:
+    """Create, bind and listen. `addr` is a config.ListenAddress. With ACL
+    entries a unix socket gets them instead of an owner and group (php-fpm)."""
     backlog = BACKLOG_MAX if backlog is None or backlog < 0 else backlog
     if addr.kind == "unix":
-        return _bind_unix(addr.path, backlog, mode, owner, group)
+        listener = _bind_unix(addr.path, backlog, mode, None if acl_users or acl_groups else owner,
+                              None if acl_users or acl_groups else group)
+        if acl_users or acl_groups:
+            from .isolation import set_socket_acl
+            try:
+                set_socket_acl(addr.path, list(acl_users), list(acl_groups), mode)
+            except (OSError, KeyError) as e:
+                listener.sock.close()
+                raise SocketError("failed to set the ACL of '%s': %s" % (addr.path, e)) from None
+        return listener
     return _bind_tcp(addr, backlog)
 
 
