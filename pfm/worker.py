@@ -8,6 +8,7 @@ response and its END_REQUEST leave in one send(2).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import select
 import signal
@@ -114,6 +115,7 @@ class Worker:
         epoll = select.epoll()
         epoll.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         kept = self.kept
+        allowed = self.allowed_clients()
         try:
             while not self.stopping:
                 self.interruptible = True
@@ -124,13 +126,16 @@ class Worker:
                 for fd, _ in ready:
                     if fd == lfd:
                         try:
-                            cfd, _addr = accept()
+                            cfd, addr = accept()
                         except OSError as e:
                             if self.stopping:
                                 break
                             if e.errno in _ACCEPT_AGAIN:
                                 continue
                             raise
+                        if allowed is not None and not self.client_allowed(addr, allowed):
+                            os.close(cfd)
+                            continue
                         sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd)
                         conn = fastcgi.ServerConnection(self.max_params_bytes)
                         was_kept = False
@@ -160,6 +165,21 @@ class Worker:
             kept.clear()
             epoll.close()
         return procutil.EXIT_OK
+
+    def allowed_clients(self) -> set[str] | None:
+        """listen.allowed_clients as a set of normalized addresses (TCP only)."""
+        entries = getattr(self.pool, "listen_allowed_clients", None)
+        if not entries or self.listen_sock.family == socket.AF_UNIX:
+            return None
+        return {_normalize_ip(entry) for entry in entries}
+
+    def client_allowed(self, addr, allowed: set[str]) -> bool:
+        ip = _normalize_ip(addr[0])
+        if ip in allowed:
+            return True
+        self.log.error("[pool %s] Connection disallowed: IP address '%s' has been dropped."
+                       % (self.name, ip))
+        return False
 
     def serve(self, sock: socket.socket, conn, kept: bool) -> bool:
         """Serve requests on one connection until it needs to wait for the
@@ -380,6 +400,17 @@ class Response:
             return True
         except OSError:
             return False
+
+
+def _normalize_ip(text: str) -> str:
+    """'::ffff:127.0.0.1' and '127.0.0.1' are the same client (php-fpm)."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def _timeval(seconds: float) -> bytes:
