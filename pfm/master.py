@@ -85,6 +85,9 @@ class Master:
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
         self.sigpipe = SignalPipe(_HANDLED)
         self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+        # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
+        self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.crashes: list[float] = []
         for pool in self.config.pools:
             self.spawn_manager(pool)
         self.log.notice("pfm is running, pid %d" % os.getpid())
@@ -169,10 +172,12 @@ class Master:
     def loop(self) -> int:
         selector = selectors.DefaultSelector()
         selector.register(self.sigpipe, selectors.EVENT_READ)
+        selector.register(self.report_r, selectors.EVENT_READ)
         while True:
             selector.select(self._timeout())
             for sig in self.sigpipe.read():
                 self.on_signal(sig)
+            self.read_reports()
             self.reap()
             if self.next_notify is not None and time.monotonic() >= self.next_notify:
                 self.notify_status()
@@ -250,6 +255,26 @@ class Master:
                                                        len(retiring)))
         self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
 
+    def read_reports(self) -> None:
+        """emergency_restart_threshold: that many workers dying of SIGSEGV or
+        SIGBUS within emergency_restart_interval reload everything (php-fpm)."""
+        try:
+            data = os.read(self.report_r, 4096)
+        except BlockingIOError:
+            return
+        g = self.config.global_
+        if not (g.emergency_restart_threshold and g.emergency_restart_interval):
+            return
+        now = time.monotonic()
+        self.crashes.extend(now for byte in data if byte == ord("S"))
+        self.crashes = [t for t in self.crashes if now - t <= g.emergency_restart_interval]
+        if self.state == "running" and len(self.crashes) >= g.emergency_restart_threshold:
+            self.log.warning("failed processes threshold (%d in %d sec) is reached, "
+                             "initiating reload" % (g.emergency_restart_threshold,
+                                                    g.emergency_restart_interval))
+            self.crashes.clear()
+            self.reload()
+
     # ---- systemd -------------------------------------------------------------
 
     def notify_ready(self) -> None:
@@ -305,10 +330,11 @@ class Master:
         if pid == 0:
             self.sigpipe.close()
             os.close(self.lifeline_w)
+            os.close(self.report_r)
             for name, other in self.listeners.items():
                 if name != pool.name and other.sock.fileno() != listener.sock.fileno():
                     other.sock.close()
-            manager_main(pool, listener, self.log, self.lifeline_r, master,
+            manager_main(pool, listener, self.log, self.lifeline_r, self.report_w, master,
                          self.config.global_.process_control_timeout)
         self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation)
         self.restart_at.pop(pool.name, None)

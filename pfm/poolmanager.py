@@ -35,7 +35,7 @@ class Child:
 
 
 class PoolManager:
-    def __init__(self, pool, listener, log, lifeline_fd: int, master_pid: int,
+    def __init__(self, pool, listener, log, lifeline_fd: int, report_fd: int, master_pid: int,
                  process_control_timeout: float):
         self.pool = pool
         self.name = pool.name
@@ -43,6 +43,7 @@ class PoolManager:
         self.log = log
         log.also_stderr = False     # the master's start-up mirror is not ours
         self.lifeline_fd = lifeline_fd
+        self.report_fd = report_fd
         self.master_pid = master_pid
         self.control_timeout = process_control_timeout
         self.children: dict[int, Child] = {}
@@ -165,6 +166,7 @@ class PoolManager:
             self.sigpipe.close()
             self.selector.close()
             os.close(self.lifeline_fd)
+            os.close(self.report_fd)
             for fd in self.output_fds:
                 os.close(fd)
             if pipes:
@@ -200,6 +202,8 @@ class PoolManager:
                 self.log.debug(line)
                 continue
             (self.log.warning if bad else self.log.notice)(line)
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS):
+                self.report_crash()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
                 self.boot_failures += 1
                 pause = min(MAX_BACKOFF, 0.5 * 2 ** min(self.boot_failures, 8))
@@ -208,6 +212,13 @@ class PoolManager:
                                % (self.name, pid, pause))
             else:
                 self.boot_failures = 0
+
+    def report_crash(self) -> None:
+        """Tell the master, which counts them for emergency_restart_threshold."""
+        try:
+            os.write(self.report_fd, b"S")
+        except OSError:
+            pass
 
     def stop(self, how: str) -> None:
         """FINISHING: QUIT, workers end their request (process_control_timeout
@@ -242,12 +253,12 @@ class PoolManager:
                 pass
 
 
-def manager_main(pool, listener, log, lifeline_fd: int, master_pid: int,
+def manager_main(pool, listener, log, lifeline_fd: int, report_fd: int, master_pid: int,
                  process_control_timeout: float) -> None:
     """Entry point of a forked pool manager; never returns into the master's code."""
     code = 1
     try:
-        code = PoolManager(pool, listener, log, lifeline_fd, master_pid,
+        code = PoolManager(pool, listener, log, lifeline_fd, report_fd, master_pid,
                            process_control_timeout).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
