@@ -37,15 +37,22 @@ class Log:
     terminal even when the log goes to a file.
     """
 
-    def __init__(self, path: str | None = None, level: str = "notice", limit: int = 1024):
+    def __init__(self, path: str | None = None, level: str = "notice", limit: int = 1024,
+                 syslog_ident: str = "pfm", syslog_facility: str = "daemon"):
         self.path = path
         self.level = LEVELS[level.lower()]
         self.limit = limit
         self.also_stderr = False
+        self.syslog = path == "syslog"
+        if self.syslog:
+            import syslog
+            syslog.openlog(syslog_ident, syslog.LOG_PID | syslog.LOG_CONS,
+                           getattr(syslog, "LOG_" + syslog_facility.upper()))
+            self.path = None
         # Our own descriptor even for stderr: a worker's fd 2 may be pointed at
         # a pipe or /dev/null (catch_workers_output) without losing the log.
         self.to_stderr = not path
-        self.fd = self._open(path) if path else os.dup(2)
+        self.fd = self._open(path) if self.path else -1 if self.syslog else os.dup(2)
 
     @staticmethod
     def _open(path: str) -> int:
@@ -55,7 +62,7 @@ class Log:
         """Reopen the file in place (logrotate). The descriptor number stays,
         so processes that inherited it write to the new file too."""
         if not self.path:
-            return True
+            return True   # stderr and syslog have nothing to reopen
         try:
             fd = self._open(self.path)
         except OSError:
@@ -76,13 +83,26 @@ class Log:
         if len(line) > self.limit:
             line = line[: self.limit - 3] + "..."
         data = (line + "\n").encode("utf-8", "backslashreplace")
-        self._write(self.fd, data)
+        if self.syslog:
+            self._syslog(level, message)
+        else:
+            self._write(self.fd, data)
         if self.also_stderr and not self.to_stderr:
             self._write(2, data)
 
+    def _syslog(self, level: int, message: str) -> None:
+        import syslog
+        priority = {DEBUG: syslog.LOG_DEBUG, NOTICE: syslog.LOG_NOTICE,
+                    WARNING: syslog.LOG_WARNING, ERROR: syslog.LOG_ERR,
+                    ALERT: syslog.LOG_ALERT}[level]
+        syslog.syslog(priority, "[%s] %s" % (LEVEL_NAMES[level], message[: self.limit]))
+
     def raw(self, text: str) -> None:
         """A line exactly as given (decorate_workers_output = no)."""
-        self._write(self.fd, (text + "\n").encode("utf-8", "backslashreplace"))
+        if self.syslog:
+            self._syslog(NOTICE, text)
+        else:
+            self._write(self.fd, (text + "\n").encode("utf-8", "backslashreplace"))
 
     @staticmethod
     def _write(fd: int, data: bytes) -> None:

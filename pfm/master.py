@@ -47,7 +47,8 @@ class Master:
         g = config.global_
         self.daemonize = g.daemonize if foreground is None else not foreground
         self.pidfile = pidfile or g.pid
-        self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit)
+        self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
+                       g.syslog_ident, g.syslog_facility)
         self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
         self.generation = 0    # bumped by each reload; older managers are retiring
         self.managers: dict[int, Manager] = {}
