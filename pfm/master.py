@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 
-from . import procutil, signals, sockets
+from . import logfiles, procutil, signals, sockets
 from .log import Log
-from .poolmanager import manager_main
+from .logfiles import PoolFiles
+from .poolmanager import Inherited, manager_main
 from .signals import SignalPipe
 from .systemd import Notifier
 
@@ -31,13 +33,14 @@ class InitError(Exception):
 
 
 class Manager:
-    __slots__ = ("pid", "pool", "started", "generation")
+    __slots__ = ("pid", "pool", "started", "generation", "control")
 
-    def __init__(self, pid: int, pool, started: float, generation: int):
+    def __init__(self, pid: int, pool, started: float, generation: int, control):
         self.pid = pid
         self.pool = pool
         self.started = started
         self.generation = generation
+        self.control = control      # our end of the socket to this manager
 
 
 class Master:
@@ -103,6 +106,21 @@ class Master:
 
     def open_sockets(self) -> None:
         self.listeners = self.bind_pools(self.config.pools, {})
+        self.files = self.open_files(self.config.pools)
+
+    @staticmethod
+    def open_files(pools) -> dict:
+        """Each pool's access.log and slowlog, opened here, as root, once."""
+        files = {}
+        for pool in pools:
+            try:
+                files[pool.name] = PoolFiles(pool)
+            except OSError as e:
+                for opened in files.values():
+                    opened.close()
+                raise InitError("[pool %s] unable to open log file '%s': %s"
+                                % (pool.name, e.filename, e.strerror)) from None
+        return files
 
     @staticmethod
     def bind_pools(pools, current: dict) -> dict:
@@ -244,7 +262,16 @@ class Master:
         for listener in self.listeners.values():
             if id(listener) not in kept:
                 _close_listener(listener)
-        self.config, self.listeners = new, listeners
+        try:
+            files = self.open_files(new.pools)
+        except InitError as e:
+            self.log.error(str(e))
+            self.log.error("reload failed: the running pools keep serving")
+            self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
+            return
+        for old_files in self.files.values():
+            old_files.close()
+        self.config, self.listeners, self.files = new, listeners, files
         self.generation += 1
         self.restart_at.clear()
         for pool in new.pools:
@@ -316,28 +343,57 @@ class Master:
         return 0, 0, 0, 0
 
     def reopen_logs(self) -> None:
+        """USR1 (logrotate): reopen every file here, where the rights are, and
+        hand the new descriptors to the pool managers."""
         if self.log.reopen():
             self.log.notice("error log file re-opened")
         else:
             self.log.error("unable to re-opened error log file")
-        self.signal_managers(signal.SIGUSR1)
+        any_access = False
+        for files in self.files.values():
+            try:
+                logfiles.install(files.reopen(), [fd for fd in (files.access_fd,
+                                                                files.slowlog_fd) if fd >= 0])
+            except OSError as e:
+                self.log.error("unable to re-opened access log file: %s" % e)
+            any_access = any_access or files.access_fd >= 0
+        if any_access:
+            self.log.notice("access log file re-opened")
+        error_fd = self.log.fd if self.log.path else -1
+        for manager in self.managers.values():
+            files = self.files.get(manager.pool.name)
+            if files is None or manager.generation != self.generation:
+                continue
+            try:
+                logfiles.send_fds(manager.control, b"reopen", files.targets(error_fd))
+            except OSError:
+                pass
 
     # ---- managers ------------------------------------------------------------
 
     def spawn_manager(self, pool) -> None:
         listener = self.listeners[pool.name]
         master = os.getpid()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = signals.fork()
         if pid == 0:
+            ours.close()
             self.sigpipe.close()
             os.close(self.lifeline_w)
             os.close(self.report_r)
             for name, other in self.listeners.items():
                 if name != pool.name and other.sock.fileno() != listener.sock.fileno():
                     other.sock.close()
-            manager_main(pool, listener, self.log, self.lifeline_r, self.report_w, master,
-                         self.config.global_.process_control_timeout)
-        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation)
+            for name, files in self.files.items():
+                if name != pool.name:
+                    files.close()
+            for manager in self.managers.values():
+                manager.control.close()
+            manager_main(Inherited(pool, listener, self.files[pool.name], self.log,
+                                   self.lifeline_r, self.report_w, theirs, master,
+                                   self.config.global_.process_control_timeout))
+        theirs.close()
+        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours)
         self.restart_at.pop(pool.name, None)
 
     def reap(self) -> None:
@@ -351,6 +407,7 @@ class Master:
             manager = self.managers.pop(pid, None)
             if manager is None:
                 continue
+            manager.control.close()
             how, bad = procutil.describe_exit(status)
             if self.state != "running" or manager.generation != self.generation:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import time
 import traceback
+from dataclasses import dataclass
 
-from . import procutil, signals
+from . import logfiles, procutil, signals
 from .signals import SignalPipe
 from .worker import worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
@@ -34,18 +36,35 @@ class Child:
         self.started = started
 
 
+@dataclass
+class Inherited:
+    """What a pool manager gets from the master across fork."""
+
+    pool: object
+    listener: object            # sockets.Listener
+    files: object               # logfiles.PoolFiles
+    log: object                 # log.Log
+    lifeline_fd: int            # EOF here means the master is gone
+    report_fd: int              # one byte per worker that died of SIGSEGV/SIGBUS
+    control: socket.socket      # the master's messages (log reopen with new fds)
+    master_pid: int
+    control_timeout: float      # process_control_timeout
+
+
 class PoolManager:
-    def __init__(self, pool, listener, log, lifeline_fd: int, report_fd: int, master_pid: int,
-                 process_control_timeout: float):
-        self.pool = pool
+    def __init__(self, inherited: Inherited):
+        self.inherited = inherited
+        self.pool = pool = inherited.pool
         self.name = pool.name
-        self.listener = listener
-        self.log = log
-        log.also_stderr = False     # the master's start-up mirror is not ours
-        self.lifeline_fd = lifeline_fd
-        self.report_fd = report_fd
-        self.master_pid = master_pid
-        self.control_timeout = process_control_timeout
+        self.listener = inherited.listener
+        self.files = inherited.files
+        self.log = inherited.log
+        self.log.also_stderr = False     # the master's start-up mirror is not ours
+        self.lifeline_fd = inherited.lifeline_fd
+        self.report_fd = inherited.report_fd
+        self.control = inherited.control
+        self.master_pid = inherited.master_pid
+        self.control_timeout = inherited.control_timeout
         self.children: dict[int, Child] = {}
         self.state = RUNNING
         self.deadline: float | None = None     # next escalation of a stop
@@ -65,6 +84,7 @@ class PoolManager:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.sigpipe, selectors.EVENT_READ, "signals")
         self.selector.register(self.lifeline_fd, selectors.EVENT_READ, "lifeline")
+        self.selector.register(self.control, selectors.EVENT_READ, "control")
         self.manage()
         return self.loop()
 
@@ -103,6 +123,8 @@ class PoolManager:
                 if key.data == "signals":
                     for sig in self.sigpipe.read():
                         self.on_signal(sig)
+                elif key.data == "control":
+                    self.on_control()
                 elif key.data == "lifeline":
                     # The master is gone (its end of the pipe closed): stop now.
                     self.selector.unregister(self.lifeline_fd)
@@ -136,10 +158,21 @@ class PoolManager:
             self.stop(TERMINATING)
         elif sig == signal.SIGQUIT:
             self.stop(FINISHING)
-        elif sig == signal.SIGUSR1:
-            # Workers hold the old log file open: replace them, gracefully (php-fpm).
-            self.log.reopen()
+
+    def on_control(self) -> None:
+        """The master reopened the log files (USR1) and sent us the new ones:
+        put them in place and replace the workers, which hold the old ones."""
+        try:
+            message, fds = logfiles.recv_fds(self.control)
+        except OSError:
+            return
+        if message == b"reopen":
+            error_fd = self.log.fd if self.log.path else -1
+            logfiles.install(fds, self.files.targets(error_fd))
             self.kill_all(signal.SIGQUIT)
+        else:
+            for fd in fds:
+                os.close(fd)
 
     def drain_output(self) -> None:
         """Log what the last workers printed before their pipes are dropped."""
@@ -167,13 +200,14 @@ class PoolManager:
             self.selector.close()
             os.close(self.lifeline_fd)
             os.close(self.report_fd)
+            self.control.close()
             for fd in self.output_fds:
                 os.close(fd)
             if pipes:
                 pipes.in_child()
             else:
                 silence_child_output()
-            worker_main(self.pool, self.listener, self.log, self.app, manager)
+            worker_main(self.pool, self.listener, self.log, self.app, manager, self.files)
         self.children[pid] = Child(pid, time.monotonic())
         if pipes:
             for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
@@ -253,17 +287,15 @@ class PoolManager:
                 pass
 
 
-def manager_main(pool, listener, log, lifeline_fd: int, report_fd: int, master_pid: int,
-                 process_control_timeout: float) -> None:
+def manager_main(inherited: Inherited) -> None:
     """Entry point of a forked pool manager; never returns into the master's code."""
     code = 1
     try:
-        code = PoolManager(pool, listener, log, lifeline_fd, report_fd, master_pid,
-                           process_control_timeout).run()
+        code = PoolManager(inherited).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
-        log.alert("[pool %s] manager crashed: %s" % (
-            pool.name, traceback.format_exc().replace("\n", " | ")))
+        inherited.log.alert("[pool %s] manager crashed: %s" % (
+            inherited.pool.name, traceback.format_exc().replace("\n", " | ")))
     finally:
         os._exit(code)

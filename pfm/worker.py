@@ -10,14 +10,17 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import resource
 import select
 import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 
 from . import fastcgi, procutil, signals
+from .accesslog import Entry, compile_format
 from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
 from .wsgi import (
     ErrorStream,
@@ -49,7 +52,7 @@ class Worker:
     """One process, one request at a time. Nothing here is shared with other
     workers; the module-level state of the app lives in this process only."""
 
-    def __init__(self, pool, listener, log, app):
+    def __init__(self, pool, listener, log, app, files=None):
         self.pool = pool
         self.name = pool.name
         self.listen_sock = listener.sock
@@ -66,6 +69,8 @@ class Worker:
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
         self.errors = ErrorStream(self._said_into_stderr)
+        self.access_fd = files.access_fd if files is not None else -1
+        self.access_format = compile_format(pool.access_format) if self.access_fd >= 0 else None
         self.base = base_environ(self.name, self.errors)
 
     # ---- process setup -------------------------------------------------
@@ -252,6 +257,10 @@ class Worker:
 
         body = InputStream(pull)
         response = Response(sock, rid)
+        if self.access_format is not None:
+            started = (time.time(), time.monotonic(),
+                       os.times() if "cpu" in self.access_format.needs else None)
+        ok = True
         if self.ping_path and params.get("SCRIPT_NAME") == self.ping_path:
             response.complete("200 OK", [("Content-Type", "text/plain"), _NO_CACHE,
                                          _EXPIRES], self.ping_response)
@@ -259,11 +268,40 @@ class Worker:
             environ = make_environ(params, self.base)
             environ["wsgi.input"] = body
             environ["pfm.finish_request"] = response.finish_request
-            if not self.call_app(environ, response):
-                return False
+            ok = self.call_app(environ, response)
+        if self.access_format is not None:
+            self.write_access_log(sock, params, response, started)
+        if not ok:
+            return False
         body.drain()
         conn.request_done()
         return request.keep_conn and not response.released
+
+    def write_access_log(self, sock, params: dict, response: Response, started) -> None:
+        """One line per request, after the app is done (so the time after
+        finish_request counts, as in php-fpm), in one write(2)."""
+        wall, mono, cpu0 = started
+        cpu = (0.0, 0.0)
+        if cpu0 is not None:
+            cpu1 = os.times()
+            cpu = (cpu1.user - cpu0.user, cpu1.system - cpu0.system)
+        memory = 0
+        if "memory" in self.access_format.needs:
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        try:
+            peer = sock.getpeername()
+            peer = _normalize_ip(peer[0]) if isinstance(peer, tuple) else "-"
+        except OSError:
+            peer = "-"
+        status = response.status
+        entry = Entry(params=params, status=int(status[:3]) if status else 500,
+                      headers=response.headers or [], peer=peer, started=wall,
+                      ended=time.time(), duration=time.monotonic() - mono, cpu=cpu,
+                      memory=memory, pid=self.pid, pool=self.name)
+        try:
+            os.write(self.access_fd, self.access_format.render(entry))
+        except OSError:
+            pass
 
     def call_app(self, environ: dict, response: Response) -> bool:
         """Run the app; False if the connection can only be dropped."""
@@ -426,12 +464,12 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
             pass
 
 
-def worker_main(pool, listener, log, app, manager_pid: int) -> None:
+def worker_main(pool, listener, log, app, manager_pid: int, files=None) -> None:
     """Entry point of a forked worker; never returns into the manager's code."""
     code = procutil.EXIT_OK
     try:
         procutil.set_title("pfm: pool %s" % pool.name)
-        worker = Worker(pool, listener, log, app)
+        worker = Worker(pool, listener, log, app, files)
         worker.install_signals()
         if pool.catch_workers_output:
             sys.stdout.reconfigure(line_buffering=True)   # a print() is a log line at once

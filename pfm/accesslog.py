@@ -1,0 +1,177 @@
+"""access.log and access.format with php-fpm's placeholders.
+
+The format is compiled once (at config time, so `pfm -t` reports a bad one)
+into a list of literal strings and small functions; a worker then builds one
+line per request and writes it with a single write(2). The worker measures CPU
+and memory only when the format asks for them (`needs`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+DEFAULT_FORMAT = '%R - %u %t "%m %r" %s'
+DEFAULT_TIME = "%d/%b/%Y:%H:%M:%S %z"
+LINE_MAX = 1024          # php-fpm's access log buffer
+ARG_MAX = 128            # php-fpm's cap on a {} argument
+
+
+@dataclass
+class Entry:
+    """What one finished request tells the access log."""
+
+    params: dict
+    status: int
+    headers: list           # response headers [(name, value)]
+    peer: str               # the FastCGI client (nginx), not REMOTE_ADDR; '-' for unix
+    started: float          # wall clock, when the request was read
+    ended: float            # wall clock, when the response was complete
+    duration: float         # seconds (monotonic)
+    cpu: tuple = (0.0, 0.0)     # user, system seconds of this request
+    memory: int = 0         # peak RSS of the worker, bytes
+    pid: int = 0
+    pool: str = ""
+
+
+def _strftime(fmt: str):
+    def render(t: float) -> str:
+        return time.strftime(fmt, time.localtime(t))
+    return render
+
+
+def compile_format(fmt: str):
+    """Parse an access.format; ValueError with php-fpm's message if it is bad."""
+    parts: list = []
+    needs: set[str] = set()
+    literal = []
+    i, n = 0, len(fmt)
+    while i < n:
+        c = fmt[i]
+        if c != "%":
+            literal.append(c)
+            i += 1
+            continue
+        i += 1
+        arg = None
+        if i < n and fmt[i] == "{":
+            end = fmt.find("}", i)
+            if end < 0:
+                raise ValueError("missing closing embrace in the access.format")
+            arg = fmt[i + 1:end][:ARG_MAX]
+            i = end + 1
+        if i >= n:
+            raise ValueError("Invalid token in the access.format (%%)")
+        letter = fmt[i]
+        i += 1
+        if letter == "%":
+            if arg is not None:
+                raise ValueError("embrace is not allowed for modifier %%")
+            literal.append("%")
+            continue
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(_placeholder(letter, arg, needs))
+    if literal:
+        parts.append("".join(literal))
+    return AccessFormat(parts, needs)
+
+
+def _placeholder(letter: str, arg, needs: set):
+    no_arg = "CdeMotT"
+    if arg is not None and letter not in no_arg:
+        raise ValueError("embrace is not allowed for modifier %%%s" % letter)
+    if letter == "C":
+        needs.add("cpu")
+        which = arg or "total"
+        if which not in ("total", "user", "system"):
+            raise ValueError("only 'total', 'user' or 'system' are allowed as a modifier "
+                             "for %%C ('%s')" % which)
+        pick = {"total": lambda c: c[0] + c[1], "user": lambda c: c[0],
+                "system": lambda c: c[1]}[which]
+        return lambda e: "%.2f" % (100.0 * pick(e.cpu) / e.duration if e.duration > 0 else 0.0)
+    if letter == "d":
+        unit = arg or "seconds"
+        if unit in ("seconds",):
+            return lambda e: "%.3f" % e.duration
+        if unit in ("milliseconds", "milli", "miliseconds", "mili"):
+            return lambda e: "%.3f" % (e.duration * 1e3)
+        if unit in ("microseconds", "micro"):
+            return lambda e: "%d" % (e.duration * 1e6)
+        raise ValueError("only 'seconds', 'milli', 'milliseconds', 'micro' or 'microseconds' "
+                         "are allowed as a modifier for %%d ('%s')" % unit)
+    if letter == "e":
+        if not arg:
+            raise ValueError("the name of the environment variable must be set between "
+                             "embraces for %e")
+        return lambda e: e.params.get(arg) or "-"
+    if letter == "f":
+        return lambda e: e.params.get("SCRIPT_FILENAME") or "-"
+    if letter == "l":
+        return lambda e: str(_int(e.params.get("CONTENT_LENGTH")))
+    if letter == "m":
+        return lambda e: e.params.get("REQUEST_METHOD") or "-"
+    if letter == "M":
+        needs.add("memory")
+        unit = arg or "bytes"
+        div = {"bytes": 1, "kilo": 1024, "kilobytes": 1024, "mega": 1 << 20,
+               "megabytes": 1 << 20}.get(unit)
+        if div is None:
+            raise ValueError("only 'bytes', 'kilo', 'kilobytes', 'mega' or 'megabytes' are "
+                             "allowed as a modifier for %%M ('%s')" % unit)
+        return lambda e: str(e.memory // div)
+    if letter == "n":
+        return lambda e: e.pool
+    if letter == "o":
+        if not arg:
+            raise ValueError("the name of the header must be set between embraces for %o")
+        needs.add("headers")
+        wanted = arg.lower()
+        return lambda e: next((v for k, v in e.headers if k.lower() == wanted), "-")
+    if letter == "p":
+        return lambda e: str(e.pid)
+    if letter == "P":
+        return lambda e: str(os.getppid())
+    if letter == "q":
+        return lambda e: e.params.get("QUERY_STRING", "")
+    if letter == "Q":
+        return lambda e: "?" if e.params.get("QUERY_STRING") else ""
+    if letter == "r":
+        return lambda e: e.params.get("SCRIPT_NAME") or e.params.get("DOCUMENT_URI") or "-"
+    if letter == "R":
+        return lambda e: e.peer
+    if letter == "s":
+        return lambda e: str(e.status)
+    if letter in "tT":
+        render = _strftime(arg or DEFAULT_TIME)
+        if letter == "t":
+            return lambda e: render(e.started)
+        return lambda e: render(e.ended)
+    if letter == "u":
+        return lambda e: e.params.get("REMOTE_USER") or e.params.get("PHP_AUTH_USER") or "-"
+    raise ValueError("Invalid token in the access.format (%%%s)" % letter)
+
+
+def _int(text) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
+
+
+class AccessFormat:
+    __slots__ = ("parts", "needs")
+
+    def __init__(self, parts: list, needs: set):
+        self.parts = parts
+        self.needs = needs
+
+    def render(self, entry: Entry) -> bytes:
+        line = "".join(p if type(p) is str else p(entry) for p in self.parts)
+        data = line.encode("utf-8", "backslashreplace")
+        if len(data) >= LINE_MAX:
+            data = data[: LINE_MAX - 1]
+        return data + b"\n"
+
