@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec, PathFinder
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .accesslog import compile_format
 from .settings import (
     GLOBAL,
     GLOBAL_SETTINGS,
@@ -495,6 +496,11 @@ def _build_pool(section: _Section, base: str, main: Optional[str], warnings: Lis
         if s.stored and pool.pm in s.pm:
             _check_range(check, pool, s)
     _check_uris(check, pool)
+    if pool.access_format:
+        try:
+            compile_format(pool.access_format)
+        except ValueError as e:
+            raise check.fail("access.format", str(e)) from None
     if pool.request_slowlog_timeout:
         if not pool.slowlog:
             raise check.fail("request_slowlog_timeout", "'slowlog' must be specified for use "

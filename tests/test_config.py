@@ -1168,3 +1168,14 @@ def test_config_error_from_a_message_only():
     e = ConfigError("something is wrong")
     assert str(e) == "something is wrong"
     assert (e.file, e.line, e.directive, e.pool) == (None, None, None, None)
+
+
+def test_bad_access_format_names_file_line_and_directive(tmp_path):
+    """pfm -t reports an access.format php-fpm would refuse, where it is written."""
+    conf = tmp_path / "pfm.conf"
+    conf.write_text("[www]\nlisten = 127.0.0.1:9000\npm = static\npm.max_children = 1\n"
+                    "app = pfm.demo:app\naccess.format = %m %Z\n")
+    with pytest.raises(ConfigError) as err:
+        cfg.load(str(conf))
+    assert str(err.value) == (f"[{conf}:6] [pool www] Invalid token in the access.format (%Z)")
+    assert err.value.directive == "access.format"
