@@ -1,0 +1,489 @@
+"""The pool's scoreboard: one shared-memory table per pool, one slot per worker.
+
+Rule of this module: it only lays out and reads bytes; no sockets, no
+signals, no policy. The pool manager creates the table before it forks, so
+every worker inherits the same anonymous MAP_SHARED mapping.
+
+Who writes what (php-src's lesson: never write a counter from two sides):
+
+* A worker writes only its own slot, through a `SlotWriter`, twice per
+  request (`request_start`, `request_end`) and at each stage change.
+* The pool manager writes only the header (pool counters), and a slot only
+  while no process owns it: `assign_slot` before the fork, `free_slot`
+  after the reap.
+* Idle, active, total and `accepted conn` are computed from the slots when
+  they are read, never stored.
+
+Each slot carries a seqlock counter: the writer makes it odd before writing
+and even after, and a reader retries a slot whose counter was odd or changed
+while it copied the bytes. Stores reach other CPUs in program order on x86;
+on weaker memory models a reader could still, rarely, see a mixed slot, which
+is acceptable for a status page ("consistent enough").
+
+Times: `*_time` fields are wall-clock (time.time(), for display); every
+other time is time.monotonic(), comparable across the pool's processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+# ---- stages -------------------------------------------------------------------------
+
+IDLE = 0        # waiting for a connection (a zeroed slot reads as Idle)
+READING = 1     # a connection or kept connection became readable; params not complete
+INFO = 2        # params parsed, request being set up
+RUNNING = 3     # the application runs
+FINISHING = 4   # response sent (pfm.finish_request), the application still runs
+KEEPALIVE = 5   # waiting, holding idle kept-alive connections; also watches the
+                # listening socket, so the policy counts it as idle
+STARTING = 6    # slot reserved by the manager before fork; the worker is booting
+
+STAGE_NAMES = {
+    IDLE: "Idle",
+    READING: "Reading headers",
+    INFO: "Getting request information",
+    RUNNING: "Running",
+    FINISHING: "Finishing",
+    KEEPALIVE: "Keep-alive idle",
+    STARTING: "Starting",
+}
+IDLE_STAGES = frozenset((IDLE, KEEPALIVE))
+
+# php-fpm's scoreboard string limits (fpm_scoreboard.h), plus user as php-fpm.
+METHOD_SIZE = 16
+URI_SIZE = 128
+QUERY_SIZE = 512
+SCRIPT_SIZE = 256
+USER_SIZE = 32
+
+# ---- layout -------------------------------------------------------------------------
+#
+# Fields are grouped so that every writer call is one contiguous pack_into
+# starting at the seqlock counter (which is therefore written first), then one
+# more pack_into of the counter alone. Grouped by who changes them how often:
+#
+#   seq | stage stage_since heartbeat last_activity     set_stage()
+#       | duration_us cpu memory                        + request_end()
+#       | requests request_start content_length
+#       | method uri query script user                  + request_start()
+#       | pid start_time                                + claim(), manager writes
+
+_SEQ = struct.Struct("<Q")
+_HEAD = "<Q" + "qddd"
+_END = _HEAD + "qdq"
+_START = _END + "qdq%ds%ds%ds%ds%ds" % (METHOD_SIZE, URI_SIZE, QUERY_SIZE, SCRIPT_SIZE,
+                                        USER_SIZE)
+_FULL = _START + "qd"
+
+_HEAD_S = struct.Struct(_HEAD)
+_END_S = struct.Struct(_END)
+_START_S = struct.Struct(_START)
+_FULL_S = struct.Struct(_FULL)
+
+SLOT_SIZE = _FULL_S.size
+_CACHE_LINE = 64
+# Slots start on their own cache line: workers write their slots at the same
+# time, and sharing a line between two of them would bounce it between CPUs.
+SLOT_STRIDE = -(-SLOT_SIZE // _CACHE_LINE) * _CACHE_LINE
+
+# Header: seq, start_time, nslots, retired_requests, max_active, max_children_reached,
+# slow_requests, listen_queue, max_listen_queue. Every field is 8-byte aligned.
+_HEADER_S = struct.Struct("<QdQQQQQQQ")
+(_H_SEQ, _H_START, _H_NSLOTS, _H_RETIRED, _H_MAX_ACTIVE, _H_MAX_CHILDREN, _H_SLOW,
+ _H_LQ, _H_MAX_LQ) = range(0, 72, 8)
+HEADER_SIZE = -(-_HEADER_S.size // _CACHE_LINE) * _CACHE_LINE
+
+_U64 = struct.Struct("<Q")
+_PID_OFFSET = _START_S.size           # the pid field inside a slot
+_STAGE_OFFSET = _SEQ.size             # the stage field inside a slot
+
+# A reader retries a slot being written this many times; a writer killed in
+# the middle of a write leaves the counter odd for good, so it must give up.
+READ_RETRIES = 1000
+
+Text = Union[str, bytes]
+
+
+class ScoreboardFull(RuntimeError):
+    """No free slot: the manager tried to run more workers than it sized the board for."""
+
+
+def _pause() -> None:
+    """Between two reads of a slot being written: let its writer run."""
+    os.sched_yield()
+
+
+def encode(value: Text, size: int) -> bytes:
+    """UTF-8 bytes of `value`, at most `size` of them, never ending inside a character.
+
+    bytes are taken as they are (they should already be UTF-8, as the
+    request's bytes from nginx usually are); str is encoded.
+    """
+    data = value.encode("utf-8", "replace") if type(value) is str else value
+    if len(data) > size:
+        data = _cut(data, size)
+    return data
+
+
+def _cut(data: bytes, size: int) -> bytes:
+    """Cut at a UTF-8 character boundary: back off over continuation bytes
+    (10xxxxxx), at most three, the longest tail of a character."""
+    cut = size
+    while cut > size - 3 and cut > 0 and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return data[:cut]
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+# ---- what readers get ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One worker as read from its slot. `pid` 0 with stage STARTING: reserved
+    by the manager, the child has not claimed it yet (never signal pid 0)."""
+
+    index: int
+    pid: int
+    stage: int
+    stage_name: str
+    start_time: float       # wall clock
+    stage_since: float      # monotonic
+    heartbeat: float        # monotonic
+    last_activity: float    # monotonic: when it last went idle
+    requests: int
+    method: str
+    uri: str
+    query: str
+    script: str
+    user: str
+    content_length: int
+    request_start: float    # monotonic, of the current or last request
+    duration_us: int        # of the last finished request
+    cpu: float              # % of one CPU during the last request
+    memory: int             # bytes, after the last request
+
+    @property
+    def idle(self) -> bool:
+        return self.stage in IDLE_STAGES
+
+
+@dataclass(frozen=True)
+class PoolCounters:
+    """The pool fields of php-fpm's status page that are not the config."""
+
+    start_time: float            # wall clock
+    accepted_conn: int           # requests of live slots + retired_requests
+    listen_queue: int
+    max_listen_queue: int
+    idle: int
+    active: int
+    total: int
+    max_active: int
+    max_children_reached: int
+    slow_requests: int
+
+
+def counts(states: Iterable[SlotState]) -> Tuple[int, int, int]:
+    """(idle, active, total) of the workers in `states`; a reserved slot
+    (booting worker) is active, as php-fpm counts a child before its first accept."""
+    idle = total = 0
+    for s in states:
+        if s.pid or s.stage == STARTING:
+            total += 1
+            if s.stage in IDLE_STAGES:
+                idle += 1
+    return idle, total - idle, total
+
+
+# ---- the worker side ----------------------------------------------------------------
+
+
+class SlotWriter:
+    """A worker's handle on its own slot, with the offsets and the seqlock
+    counter precomputed: each call is two pack_into, no read of the mapping.
+
+    Only one process may hold a SlotWriter for a slot at a time.
+    """
+
+    __slots__ = ("index", "_buf", "_off", "_seq", "_stage", "_since", "_last_activity",
+                 "_requests", "_request_start")
+
+    def __init__(self, buf: mmap.mmap, index: int, offset: int):
+        self.index = index
+        self._buf = buf
+        self._off = offset
+        seq = _SEQ.unpack_from(buf, offset)[0]
+        # Stays even between calls; odd only while writing.
+        self._seq = seq + 1 if seq & 1 else seq
+        v = _FULL_S.unpack_from(buf, offset)
+        self._stage = v[1]
+        self._since = v[2]
+        self._last_activity = v[4]
+        self._requests = v[8]
+        self._request_start = v[9]
+
+    def claim(self, pid: int, now_wall: float, now_mono: float) -> None:
+        """Called by the new worker first thing: the slot is now its own.
+        The stage stays STARTING until `set_stage(IDLE, now)` says it accepts."""
+        seq = self._seq
+        off = self._off
+        self._stage = STARTING
+        self._since = now_mono
+        self._last_activity = now_mono
+        self._requests = 0
+        self._request_start = 0.0
+        _FULL_S.pack_into(self._buf, off, seq + 1, STARTING, now_mono, now_mono, now_mono,
+                          0, 0.0, 0, 0, 0.0, 0, b"", b"", b"", b"", b"", pid, now_wall)
+        _SEQ.pack_into(self._buf, off, seq + 2)
+        self._seq = seq + 2
+
+    def set_stage(self, stage: int, now: float) -> None:
+        """A stage change (and heartbeat). Going idle from a non-idle stage
+        records `now` as the last activity, which the idle policies compare."""
+        old = self._stage
+        if stage in IDLE_STAGES and old not in IDLE_STAGES:
+            self._last_activity = now
+        # stage_since is the start of the stage: kept when the stage does not change.
+        if stage != old:
+            self._since = now
+            self._stage = stage
+        seq = self._seq
+        _HEAD_S.pack_into(self._buf, self._off, seq + 1, stage, self._since, now,
+                          self._last_activity)
+        _SEQ.pack_into(self._buf, self._off, seq + 2)
+        self._seq = seq + 2
+
+    def request_start(self, method: Text, uri: Text, query: Text, content_length: int,
+                      now: float, script: Text = "", user: Text = "") -> None:
+        """A request's params are in: stage RUNNING, requests += 1 (this is what
+        `accepted conn` sums). Strings as for `encode`: pass the params'
+        latin-1 native strings as bytes (`.encode("latin-1")`) to keep the
+        request's own bytes."""
+        m = method.encode("utf-8", "replace") if type(method) is str else method
+        u = uri.encode("utf-8", "replace") if type(uri) is str else uri
+        q = query.encode("utf-8", "replace") if type(query) is str else query
+        s = script.encode("utf-8", "replace") if type(script) is str else script
+        a = user.encode("utf-8", "replace") if type(user) is str else user
+        if len(m) > METHOD_SIZE:
+            m = _cut(m, METHOD_SIZE)
+        if len(u) > URI_SIZE:
+            u = _cut(u, URI_SIZE)
+        if len(q) > QUERY_SIZE:
+            q = _cut(q, QUERY_SIZE)
+        if len(s) > SCRIPT_SIZE:
+            s = _cut(s, SCRIPT_SIZE)
+        if len(a) > USER_SIZE:
+            a = _cut(a, USER_SIZE)
+        if type(content_length) is not int:     # CONTENT_LENGTH straight from the params
+            content_length = int(content_length) if str(content_length).isdigit() else 0
+        seq = self._seq
+        self._requests = requests = self._requests + 1
+        self._request_start = now
+        self._stage = RUNNING
+        self._since = now
+        # The last request's duration, cpu and memory are cleared: they
+        # belong to an idle worker only (php-fpm shows them only then).
+        _START_S.pack_into(self._buf, self._off, seq + 1, RUNNING, now, now,
+                           self._last_activity, 0, 0.0, 0, requests, now,
+                           content_length, m, u, q, s, a)
+        _SEQ.pack_into(self._buf, self._off, seq + 2)
+        self._seq = seq + 2
+
+    def request_end(self, now: float, cpu: float = 0.0, memory: int = 0,
+                    stage: int = IDLE) -> None:
+        """The request is over: record its duration, CPU % and memory, and go
+        `stage` (IDLE, or KEEPALIVE when kept connections stay open)."""
+        seq = self._seq
+        self._stage = stage
+        self._since = now
+        self._last_activity = now
+        duration = int((now - self._request_start) * 1e6)
+        _END_S.pack_into(self._buf, self._off, seq + 1, stage, now, now, now,
+                         duration if duration > 0 else 0, cpu, memory)
+        _SEQ.pack_into(self._buf, self._off, seq + 2)
+        self._seq = seq + 2
+
+    @property
+    def requests(self) -> int:
+        """Requests this worker counted: what pm.max_requests compares."""
+        return self._requests
+
+
+# ---- the table ----------------------------------------------------------------------
+
+
+class Scoreboard:
+    """The shared table: a header of pool counters and `nslots` worker slots."""
+
+    def __init__(self, buf: mmap.mmap, nslots: int):
+        self._buf = buf
+        self.nslots = nslots
+
+    @classmethod
+    def create(cls, nslots: int, start_time: Optional[float] = None) -> Scoreboard:
+        """A new zeroed board in anonymous shared memory, made before any fork
+        so that every worker maps the same pages. Size it for every process
+        that can hold a slot at once (pm.max_children, plus one for a
+        replacement forked before its predecessor exits)."""
+        if nslots < 1:
+            raise ValueError("a scoreboard needs at least one slot")
+        size = HEADER_SIZE + nslots * SLOT_STRIDE
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_SHARED,
+                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        _HEADER_S.pack_into(buf, 0, 0, time.time() if start_time is None else start_time,
+                            nslots, 0, 0, 0, 0, 0, 0)
+        return cls(buf, nslots)
+
+    def close(self) -> None:
+        self._buf.close()
+
+    def _offset(self, index: int) -> int:
+        if not 0 <= index < self.nslots:
+            raise IndexError("slot %d out of range (0..%d)" % (index, self.nslots - 1))
+        return HEADER_SIZE + index * SLOT_STRIDE
+
+    # -- worker side --
+
+    def slot(self, index: int) -> SlotWriter:
+        """The writer for slot `index`, for the worker that owns it."""
+        return SlotWriter(self._buf, index, self._offset(index))
+
+    # -- manager side: slots it owns only while no worker does --
+
+    def assign_slot(self, now: Optional[float] = None) -> int:
+        """Reserve the first free slot before fork and return its index for
+        the child (which then calls `slot(i).claim(...)`). Until the claim it
+        reads as pid 0, stage STARTING: counted in total, never idle."""
+        buf = self._buf
+        for i in range(self.nslots):
+            off = HEADER_SIZE + i * SLOT_STRIDE
+            if (_U64.unpack_from(buf, off + _PID_OFFSET)[0] == 0
+                    and _U64.unpack_from(buf, off + _STAGE_OFFSET)[0] != STARTING):
+                t = time.monotonic() if now is None else now
+                self._write_whole(off, (STARTING, t, t, t, 0, 0.0, 0, 0, 0.0, 0,
+                                        b"", b"", b"", b"", b"", 0, 0.0))
+                return i
+        raise ScoreboardFull("all %d scoreboard slots are in use" % self.nslots)
+
+    def free_slot(self, index: int) -> None:
+        """After the worker was reaped (or the fork failed): its requests go
+        to `retired_requests`, so `accepted conn` neither drops nor counts
+        them twice, and the slot is zeroed for reuse."""
+        off = self._offset(index)
+        buf = self._buf
+        requests = _FULL_S.unpack_from(buf, off)[8]
+        hseq = _U64.unpack_from(buf, _H_SEQ)[0]
+        hseq += 1 if hseq % 2 == 0 else 2       # odd: readers of the totals retry
+        _U64.pack_into(buf, _H_SEQ, hseq)
+        self._write_whole(off, (IDLE, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0, 0,
+                                b"", b"", b"", b"", b"", 0, 0.0))
+        retired = _U64.unpack_from(buf, _H_RETIRED)[0]
+        _U64.pack_into(buf, _H_RETIRED, retired + requests)
+        _U64.pack_into(buf, _H_SEQ, hseq + 1)
+
+    def _write_whole(self, off: int, values: Sequence) -> None:
+        """Rewrite a whole slot under its seqlock, continuing its counter
+        (left odd if its last writer died in the middle of a write)."""
+        seq = _SEQ.unpack_from(self._buf, off)[0]
+        odd = seq + 1 if seq & 1 == 0 else seq + 2
+        _FULL_S.pack_into(self._buf, off, odd, *values)
+        _SEQ.pack_into(self._buf, off, odd + 1)
+
+    # -- manager side: the pool counters --
+
+    def note_max_children_reached(self) -> None:
+        self._add(_H_MAX_CHILDREN, 1)
+
+    def note_slow_request(self) -> None:
+        self._add(_H_SLOW, 1)
+
+    def update_max_active(self, active: int) -> None:
+        """Raise `max active processes` to `active` if it is higher."""
+        if active > _U64.unpack_from(self._buf, _H_MAX_ACTIVE)[0]:
+            _U64.pack_into(self._buf, _H_MAX_ACTIVE, active)
+
+    def update_listen_queue(self, depth: int) -> None:
+        """Record the listen queue depth just measured (`listen queue`) and
+        raise `max listen queue` to it if it is higher."""
+        depth = max(0, depth)
+        _U64.pack_into(self._buf, _H_LQ, depth)
+        if depth > _U64.unpack_from(self._buf, _H_MAX_LQ)[0]:
+            _U64.pack_into(self._buf, _H_MAX_LQ, depth)
+
+    def _add(self, field: int, n: int) -> None:
+        _U64.pack_into(self._buf, field, _U64.unpack_from(self._buf, field)[0] + n)
+
+    # -- readers (manager, or a worker serving the status page) --
+
+    def read_slot(self, index: int) -> SlotState:
+        """One slot, copied under its seqlock (see the module docstring)."""
+        return self._state(index, self._copy(self._offset(index)))
+
+    def read(self) -> List[SlotState]:
+        """Every slot in use (a live worker, or reserved for one), in slot order."""
+        buf = self._buf
+        out = []
+        for i in range(self.nslots):
+            off = HEADER_SIZE + i * SLOT_STRIDE
+            # Cheap skip of free slots; a slot being assigned is caught next read.
+            if (_U64.unpack_from(buf, off + _PID_OFFSET)[0] == 0
+                    and _U64.unpack_from(buf, off + _STAGE_OFFSET)[0] != STARTING):
+                continue
+            v = self._copy(off)
+            if v[16] or v[1] == STARTING:
+                out.append(self._state(i, v))
+        return out
+
+    def snapshot(self) -> Tuple[PoolCounters, List[SlotState]]:
+        """Pool counters and slots read together: retried while the manager
+        is freeing a slot, so `accepted conn` never counts a request twice."""
+        buf = self._buf
+        for _attempt in range(READ_RETRIES):
+            before = _U64.unpack_from(buf, _H_SEQ)[0]
+            states = self.read()
+            header = _HEADER_S.unpack_from(buf, 0)
+            if before & 1 == 0 and header[0] == before:
+                break
+            _pause()
+        (_seq, start, _n, retired, max_active, max_children, slow, lq,
+         max_lq) = header
+        idle, active, total = counts(states)
+        accepted = retired + sum(s.requests for s in states)
+        return PoolCounters(start, accepted, lq, max_lq, idle, active, total,
+                            max_active, max_children, slow), states
+
+    def pool_counters(self) -> PoolCounters:
+        return self.snapshot()[0]
+
+    def _copy(self, off: int) -> tuple:
+        buf = self._buf
+        size = SLOT_SIZE
+        for _attempt in range(READ_RETRIES):
+            before = _SEQ.unpack_from(buf, off)[0]
+            raw = buf[off:off + size]
+            after = _SEQ.unpack_from(buf, off)[0]
+            if before == after and before & 1 == 0:
+                break
+            _pause()
+        # Out of retries: the writer died mid-write; the last copy is all there is.
+        return _FULL_S.unpack(raw)
+
+    @staticmethod
+    def _state(index: int, v: tuple) -> SlotState:
+        stage = v[1]
+        return SlotState(
+            index=index, pid=v[16], stage=stage, stage_name=STAGE_NAMES.get(stage, "Unknown"),
+            start_time=v[17], stage_since=v[2], heartbeat=v[3], last_activity=v[4],
+            requests=v[8], method=_text(v[11]), uri=_text(v[12]), query=_text(v[13]),
+            script=_text(v[14]), user=_text(v[15]), content_length=v[10],
+            request_start=v[9], duration_us=v[5], cpu=v[6], memory=v[7])
