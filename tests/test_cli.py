@@ -1,0 +1,282 @@
+"""The `pfm` command line: -t and its php-fpm style messages and exit
+statuses, usage errors, -h, -v, -p, quick mode, and start-up failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import harness
+import pytest
+from harness import TIME_PREFIX, fcgi_get, wait_for
+
+EX_USAGE, EX_CONFIG = 64, 78
+
+
+def pfm_cmd(*args, cwd=None, timeout=30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pfm", *map(str, args)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=harness.test_env(), cwd=str(cwd) if cwd else None,
+                          timeout=timeout)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Whatever a test's own pfm left behind (it leads its process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+def write_conf(run_dir, body: str, name="pfm.conf"):
+    path = run_dir / name
+    path.write_text(body)
+    return path
+
+
+def good_conf(run_dir, extra_pool: str = "", extra_global: str = "") -> str:
+    return ("[global]\nerror_log = %s/pfm.log\n%s\n[www]\nlisten = 127.0.0.1:%d\n"
+            "pm = static\npm.max_children = 2\napp = testapps:app\npythonpath = %s\n%s"
+            % (run_dir, extra_global, harness.free_port(), harness.APPS, extra_pool))
+
+
+def line_of(text: str, needle: str) -> int:
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError("%r not in config" % needle)
+
+
+# ---- -t -------------------------------------------------------------------------------
+
+
+def test_t_success_message_and_status_0(run_dir):
+    """pfm -t on a good file: php-fpm's 'NOTICE: configuration file PATH test
+    is successful' on stderr with the timestamp prefix, exit status 0."""
+    conf = write_conf(run_dir, good_conf(run_dir))
+    proc = pfm_cmd("-t", "-y", conf)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^%sNOTICE: configuration file %s test is successful$"
+                     % (TIME_PREFIX, re.escape(str(conf))), proc.stderr, re.M), proc.stderr
+    assert "ERROR" not in proc.stderr
+
+
+def test_tt_dumps_the_configuration(run_dir):
+    """pfm -tt also prints the effective configuration, then succeeds."""
+    conf = write_conf(run_dir, good_conf(run_dir))
+    proc = pfm_cmd("-tt", "-y", conf)
+    assert proc.returncode == 0, proc.stderr
+    assert "pm.max_children" in proc.stderr
+    assert "test is successful" in proc.stderr
+
+
+def _assert_config_failure(proc, conf, line_no, *needles):
+    """php-fpm's three ERROR lines and EX_CONFIG."""
+    assert proc.returncode == EX_CONFIG, (proc.returncode, proc.stderr)
+    err = proc.stderr
+    m = re.search(r"^%sERROR: \[%s:%d\] (.*)$" % (TIME_PREFIX, re.escape(str(conf)), line_no),
+                  err, re.M)
+    assert m, err
+    for needle in needles:
+        assert needle in m.group(1), (needle, m.group(1))
+    assert re.search(r"^%sERROR: failed to load configuration file '%s'$"
+                     % (TIME_PREFIX, re.escape(str(conf))), err, re.M), err
+    assert re.search(r"^%sERROR: pfm initialization failed$" % TIME_PREFIX, err, re.M), err
+    assert "test is successful" not in err
+
+
+def test_t_bad_value_names_file_line_and_directive(run_dir):
+    """A bad value: 'ERROR: [FILE:LINE] ... pm.max_children ...', then 'failed
+    to load configuration file' and 'pfm initialization failed'; status 78."""
+    text = good_conf(run_dir).replace("pm.max_children = 2", "pm.max_children = lots")
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "pm.max_children"), "pm.max_children")
+
+
+def test_t_unknown_directive(run_dir):
+    """An unknown directive is an error naming it and its line."""
+    text = good_conf(run_dir, extra_pool="pm.max_chlidren = 3\n")
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "pm.max_chlidren"), "pm.max_chlidren")
+
+
+@pytest.mark.parametrize("directive", ["php_value[memory_limit] = 128M",
+                                       "php_admin_flag[display_errors] = off",
+                                       "security.limit_extensions = .php",
+                                       "php_admin_value[error_log] = /tmp/x.log"])
+def test_t_php_only_directive_is_rejected_with_file_and_line(run_dir, directive):
+    """A PHP-only directive pasted from a php-fpm pool is refused with a clear
+    message naming the file, the line and the directive."""
+    text = good_conf(run_dir, extra_pool=directive + "\n")
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-t", "-y", conf)
+    name = directive.split("=")[0].strip().split("[")[0]
+    _assert_config_failure(proc, conf, line_of(text, directive), name)
+
+
+def test_t_app_module_not_found(run_dir):
+    """app = a module that cannot be found: an error on the app line, found
+    without running the application."""
+    text = good_conf(run_dir).replace("app = testapps:app", "app = no_such_module_xyz:app")
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "no_such_module_xyz"),
+                           "no_such_module_xyz")
+
+
+def test_t_missing_file(run_dir):
+    """A config file that does not exist: an error naming it, status 78."""
+    missing = run_dir / "nope.conf"
+    proc = pfm_cmd("-t", "-y", missing)
+    assert proc.returncode == EX_CONFIG
+    assert str(missing) in proc.stderr
+    assert re.search(r"^%sERROR: pfm initialization failed$" % TIME_PREFIX, proc.stderr, re.M)
+
+
+def test_t_does_not_start_anything(run_dir):
+    """-t only tests: it binds nothing and starts no process."""
+    text = good_conf(run_dir)
+    port = int(re.search(r"listen = 127.0.0.1:(\d+)", text).group(1))
+    conf = write_conf(run_dir, text)
+    assert pfm_cmd("-t", "-y", conf).returncode == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert not (run_dir / "pfm.log").exists() or "running" not in (run_dir / "pfm.log").read_text()
+
+
+# ---- usage, help, version ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--memory-limit=1G"], ["-Z"], ["stray-argument"],
+                                  ["-F", "-D"]])
+def test_bad_usage_prints_usage_and_exits_64(args):
+    """An unknown option, a stray argument or conflicting flags: 'Usage:' on
+    stderr and exit status 64 (EX_USAGE), as php-fpm (bug78323)."""
+    proc = pfm_cmd(*args)
+    assert proc.returncode == EX_USAGE, (proc.returncode, proc.stderr)
+    assert "Usage:" in proc.stderr or "usage:" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help(flag):
+    """-h prints the usage with every flag, exit 0."""
+    proc = pfm_cmd(flag)
+    assert proc.returncode == 0
+    for option in ("-y", "-t", "-F", "-D", "-R", "-g", "-p", "-O", "--app", "--listen",
+                   "--workers"):
+        assert re.search(r"(^|\W)%s(\W|$)" % re.escape(option), proc.stdout), option
+
+
+@pytest.mark.parametrize("flag", ["-v", "--version"])
+def test_version(flag):
+    """-v / --version prints 'pfm VERSION ...' and exits 0."""
+    import pfm
+    proc = pfm_cmd(flag)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("pfm %s" % pfm.__version__), proc.stdout
+
+
+# ---- -p PREFIX -------------------------------------------------------------------------
+
+
+def test_prefix_finds_config_and_relative_paths(run_dir):
+    """-p DIR: the config defaults to DIR/etc/pfm.conf, and a relative
+    error_log and pid are under DIR; the pid file is removed on exit."""
+    (run_dir / "etc").mkdir()
+    (run_dir / "log").mkdir()
+    port = harness.free_port()
+    conf = run_dir / "etc" / "pfm.conf"
+    conf.write_text("[global]\nerror_log = log/pfm.log\npid = pfm.pid\n\n[www]\n"
+                    "listen = 127.0.0.1:%d\npm = static\npm.max_children = 1\n"
+                    "app = testapps:app\npythonpath = %s\n" % (port, harness.APPS))
+    proc = pfm_cmd("-p", run_dir, "-t")
+    assert proc.returncode == 0, proc.stderr
+    assert "configuration file %s test is successful" % conf in proc.stderr
+
+    master = subprocess.Popen([sys.executable, "-m", "pfm", "-F", "-p", str(run_dir)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=harness.test_env(),
+                              start_new_session=True)
+    try:
+        log = run_dir / "log" / "pfm.log"
+        wait_for(lambda: "ready to handle connections" in harness.read_text(log), 10,
+                 "the log under the prefix")
+        assert harness.read_text(run_dir / "pfm.pid").strip() == str(master.pid)
+        harness.wait_serving(("127.0.0.1", port))
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(10) == 0
+        assert not (run_dir / "pfm.pid").exists()
+    finally:
+        _kill_group(master)
+
+
+def test_prefix_that_is_not_a_directory(run_dir):
+    """-p on a path that is not a directory is refused (php-fpm's message)."""
+    proc = pfm_cmd("-p", run_dir / "missing", "-t")
+    assert proc.returncode == EX_CONFIG
+    assert "does not exist or is not a directory" in proc.stderr
+
+
+# ---- starting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_quick_mode_serves_an_app(run_dir, transport):
+    """pfm --app MOD:CALLABLE --listen ADDR --workers N runs one pool in the
+    foreground without a config file (the current directory on the path)."""
+    listen = ("127.0.0.1:%d" % harness.free_port() if transport == "tcp"
+              else str(run_dir / "quick.sock"))
+    out = open(run_dir / "quick.out", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "pfm", "--app", "testapps:app",
+                             "--listen", listen, "--workers", "3"],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=str(harness.APPS), env=harness.test_env(),
+                            start_new_session=True)
+    out.close()
+    try:
+        addr = harness.parse_address(listen)
+        harness.wait_serving(addr)
+        managers = [p for p in harness.children_of(proc.pid)
+                    if harness.cmdline(p) == "pfm: pool www manager"]
+        assert len(managers) == 1
+        wait_for(lambda: len(harness.children_of(managers[0])) == 3, 10, "3 workers")
+        pids = {fcgi_get(addr, "/pid").json()["pid"] for _ in range(12)}
+        assert pids <= set(harness.children_of(managers[0]))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert "ready to handle connections" in harness.read_text(run_dir / "quick.out")
+    finally:
+        _kill_group(proc)
+
+
+def test_start_fails_when_the_port_is_taken(run_dir):
+    """A listen address already in use: php-fpm's bind error naming the
+    address and errno, 'pfm initialization failed', exit status 78."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        text = re.sub(r"listen = 127.0.0.1:\d+", "listen = 127.0.0.1:%d" % port,
+                      good_conf(run_dir))
+        conf = write_conf(run_dir, text)
+        proc = pfm_cmd("-F", "-y", conf, timeout=20)
+    out = proc.stderr + harness.read_text(run_dir / "pfm.log")
+    assert proc.returncode == EX_CONFIG, (proc.returncode, out)
+    assert re.search(r"ERROR: \[pool www\] unable to bind listening socket for address "
+                     r"'127\.0\.0\.1:%d': Address already in use \(98\)" % port, out), out
+    assert "ERROR: pfm initialization failed" in out
+
+
+def test_config_error_at_start_exits_78(run_dir):
+    """Starting (not -t) on a broken file fails the same way: status 78."""
+    text = good_conf(run_dir).replace("pm = static", "pm = sometimes")
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-F", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "pm = sometimes"), "pm")

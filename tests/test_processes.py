@@ -1,0 +1,278 @@
+"""The process tree under signals and faults: titles, worker replacement,
+graceful (QUIT) and fast (TERM/INT) stops, a master killed with SIGKILL,
+daemonizing with a pid file, pm.max_requests, and the error log's lines.
+
+Each test starts its own pfm; the fixtures kill whatever is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import harness
+import pytest
+from harness import TIME_PREFIX, Background, fcgi_get, wait_for
+
+
+def _gone(pids) -> bool:
+    return not any(harness.alive(p) for p in pids)
+
+
+def _started(run_dir, name="started"):
+    path = run_dir / name
+    return path, lambda: int(wait_for(lambda: harness.read_text(path), 10,
+                                      "the app to write %s" % path))
+
+
+# ---- the tree ------------------------------------------------------------------------
+
+
+def test_process_titles_and_tree(pfm_factory):
+    """master -> one manager per pool -> workers, titled as ps shows php-fpm's:
+    'pfm: master process (CONFIG)', 'pfm: pool NAME manager', 'pfm: pool NAME'."""
+    p = pfm_factory(pools={"www": {"pm.max_children": 3}, "api": {"pm.max_children": 1}})
+    assert harness.cmdline(p.pid) == "pfm: master process (%s)" % p.conf_path
+    managers = {name: p.manager_pids(name) for name in ("www", "api")}
+    assert all(len(m) == 1 for m in managers.values()), managers
+    assert sorted(harness.children_of(p.pid)) == sorted(m[0] for m in managers.values())
+    workers = p.wait_workers()
+    assert len(workers["www"]) == 3 and len(workers["api"]) == 1
+    for name, pids in workers.items():
+        for w in pids:
+            assert harness.proc_stat(w)["ppid"] == managers[name][0]
+    # every pool answers on its own address, from its own workers
+    for name in ("www", "api"):
+        info = fcgi_get(p.address(name), "/pid").json()
+        assert info["pool"] == name and info["pid"] in workers[name]
+    log = p.log()
+    assert re.search(r"^%sNOTICE: pfm is running, pid %d$" % (TIME_PREFIX, p.pid), log, re.M)
+    assert re.search(r"^%sNOTICE: ready to handle connections$" % TIME_PREFIX, log, re.M)
+
+
+def test_error_log_lines_have_php_fpm_format(pfm):
+    """Every line pfm writes to error_log is '[dd-Mon-YYYY HH:MM:SS] LEVEL: message'."""
+    fcgi_get(pfm.address(), "/boom", "token=fmt")  # a multi-line traceback, too
+    pfm.wait_log(r"RuntimeError: boom fmt")
+    pfm.stop()
+    lines = pfm.log().splitlines()
+    assert lines
+    bad = [line for line in lines
+           if not re.match(TIME_PREFIX + r"(DEBUG|NOTICE|WARNING|ERROR|ALERT): \S", line)]
+    assert not bad, bad
+
+
+# ---- workers dying ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig,name", [(signal.SIGKILL, "SIGKILL"), (signal.SIGTERM, "SIGTERM"),
+                                      (signal.SIGSEGV, "SIGSEGV")])
+def test_killed_worker_is_replaced_and_logged(pfm, sig, name):
+    """A worker that dies on a signal is logged in php-fpm's words (a WARNING
+    with the signal's number and name and its lifetime) and replaced at once."""
+    old = pfm.worker_pids()
+    victim = old[0]
+    mark = pfm.log_size()
+    os.kill(victim, sig)
+    pfm.wait_log(r"^%sWARNING: \[pool www\] child %d exited on signal %d \(%s( - core "
+                 r"dumped)?\) after \d+\.\d{6} seconds from start$"
+                 % (TIME_PREFIX, victim, sig, name), start=mark)
+    new = pfm.wait_workers(exclude=(victim,))["www"]
+    (born,) = set(new) - set(old)
+    pfm.wait_log(r"^%sNOTICE: \[pool www\] child %d started$" % (TIME_PREFIX, born), start=mark)
+    for _ in range(4):
+        assert fcgi_get(pfm.address(), "/hello").status == 200
+
+
+def test_pm_max_requests_recycles_the_worker(pfm_factory):
+    """pm.max_requests = 3: after its third request the worker exits with code
+    0 (a NOTICE), a new one is started, and the fourth request is its."""
+    p = pfm_factory(pool={"pm.max_children": 1, "pm.max_requests": 3})
+    first = p.worker_pids()[0]
+    pids = [fcgi_get(p.address(), "/pid").json()["pid"] for _ in range(3)]
+    assert pids == [first] * 3
+    p.wait_log(r"^%sNOTICE: \[pool www\] child %d exited with code 0 after \d+\.\d{6} "
+               r"seconds from start$" % (TIME_PREFIX, first))
+    second = p.wait_workers(exclude=(first,))["www"][0]
+    info = fcgi_get(p.address(), "/pid").json()
+    assert info["pid"] == second and info["requests"] == 1
+
+
+def test_app_that_fails_to_import_is_logged_and_retried(pfm_factory):
+    """An app whose import raises: the worker logs that it failed to
+    initialize, with the traceback; the manager keeps retrying (with a pause)
+    instead of dying, and the master stays up."""
+    p = pfm_factory(pool={"app": "broken_app:app", "pm.max_children": 1}, workers=False)
+    p.wait_log(r"ERROR: \[pool www\] child \d+ failed to initialize")
+    p.wait_log(r"RuntimeError: broken_app refuses to import")
+    time.sleep(1.5)
+    assert p.running()
+    assert len(p.manager_pids("www")) == 1
+    assert len(re.findall(r"failed to initialize", p.log())) <= 6, "no back-off:\n" + p.log()
+
+
+# ---- stopping ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(40)
+def test_sigquit_lets_the_request_in_flight_finish(pfm, run_dir):
+    """SIGQUIT (graceful stop): a request sleeping 2 s that started before the
+    QUIT completes with 200; then every process exits and the master logs
+    'Finishing ...' and 'exiting, bye-bye!' and exits 0."""
+    path, started = _started(run_dir)
+    tree = pfm.tree()
+    req = Background(fcgi_get, pfm.address(), "/sleep", "s=2&started=%s" % path, timeout=30)
+    started()
+    t_quit = time.monotonic()
+    os.kill(pfm.pid, signal.SIGQUIT)
+    pfm.wait_log(r"^%sNOTICE: Finishing \.\.\.$" % TIME_PREFIX)
+    r = req.join_result()
+    assert r.status == 200 and r.json()["slept"] == 2
+    assert req.finished_at - t_quit > 1.0, "the request did not outlive the QUIT"
+    assert pfm.proc.wait(10) == 0
+    pfm.wait_log(r"^%sNOTICE: exiting, bye-bye!$" % TIME_PREFIX)
+    wait_for(lambda: _gone(tree), 5, "every pfm process to exit",
+             on_fail=lambda: repr([(p, harness.cmdline(p)) for p in tree if harness.alive(p)]))
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_at_once(pfm, run_dir, sig):
+    """SIGTERM/SIGINT: stop now, even with a request running for 30 s: every
+    process is gone within about 2 s, the request is cut, and the master logs
+    'Terminating ...' and 'exiting, bye-bye!' and exits 0."""
+    path, started = _started(run_dir)
+    tree = pfm.tree()
+    req = Background(fcgi_get, pfm.address(), "/sleep", "s=30&started=%s" % path, timeout=40)
+    started()
+    t0 = time.monotonic()
+    os.kill(pfm.pid, sig)
+    wait_for(lambda: _gone(tree), 3, "every pfm process to exit",
+             on_fail=lambda: repr([(p, harness.cmdline(p)) for p in tree if harness.alive(p)]))
+    assert time.monotonic() - t0 < 3
+    assert pfm.proc.wait(5) == 0
+    with pytest.raises(ConnectionError):
+        req.join_result(10)
+    log = pfm.log()
+    assert re.search(r"^%sNOTICE: Terminating \.\.\.$" % TIME_PREFIX, log, re.M)
+    assert re.search(r"^%sNOTICE: exiting, bye-bye!$" % TIME_PREFIX, log, re.M)
+
+
+@pytest.mark.timeout(40)
+def test_master_killed_with_sigkill_leaves_no_orphans(pfm_factory, run_dir):
+    """The master dies by SIGKILL (no chance to clean up): every pool manager
+    and worker, busy or idle, exits within about a second by itself."""
+    p = pfm_factory(pools={"www": {"pm.max_children": 2}, "api": {"pm.max_children": 2}})
+    path, started = _started(run_dir)
+    busy = Background(fcgi_get, p.address("www"), "/sleep", "s=30&started=%s" % path,
+                      timeout=40)
+    started()
+    tree = [pid for pid in p.tree() if pid != p.pid]
+    assert len(tree) == 6, [(x, harness.cmdline(x)) for x in tree]  # 2 managers, 4 workers
+    os.kill(p.pid, signal.SIGKILL)
+    p.proc.wait(5)
+    t0 = time.monotonic()
+    wait_for(lambda: _gone(tree) and not p.tree(), 3,
+             "the managers and workers of a SIGKILLed master to exit",
+             on_fail=lambda: repr([(x, harness.cmdline(x)) for x in tree if harness.alive(x)]))
+    assert time.monotonic() - t0 < 3
+    with pytest.raises((ConnectionError, OSError)):
+        busy.join_result(10)
+
+
+@pytest.mark.timeout(40)
+def test_killed_pool_manager_is_restarted(pfm):
+    """A pool manager killed with SIGKILL: its workers go too, the master logs
+    it and starts a new manager, and the pool serves again."""
+    (manager,) = pfm.manager_pids("www")
+    old_workers = pfm.worker_pids()
+    os.kill(manager, signal.SIGKILL)
+    pfm.wait_log(r"WARNING: \[pool www\] manager %d exited on signal 9 \(SIGKILL\)" % manager)
+    wait_for(lambda: _gone(old_workers), 3, "the dead manager's workers to exit")
+    wait_for(lambda: pfm.manager_pids("www") and pfm.manager_pids("www") != [manager], 10,
+             "a new manager")
+    new_workers = pfm.wait_workers()["www"]
+    assert not set(new_workers) & set(old_workers)
+    harness.wait_serving(pfm.address())
+
+
+# ---- daemonizing --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["-D", "daemonize=yes", "-D -g"])
+def test_daemonize_with_pid_file(pfm_factory, how):
+    """-D (or daemonize = yes): the command returns 0 once the master runs in
+    the background, the pid file (from `pid` or -g) holds the master's pid,
+    the master serves, and SIGTERM stops it and removes the pid file."""
+    g = {"daemonize": "yes" if how == "daemonize=yes" else "no"}
+    p = pfm_factory(global_=g, start=False)
+    pidfile = p.dir / "run" / "pfm.pid"
+    pidfile.parent.mkdir()
+    if how == "-D -g":
+        args = ["-D", "-g", str(pidfile)]
+    else:
+        p.conf_path.write_text(p.config_text.replace(
+            "[global]\n", "[global]\npid = %s\n" % pidfile, 1))
+        args = ["-D"] if how == "-D" else []
+    cmd = [sys.executable, "-m", "pfm", "-y", str(p.conf_path)] + args
+    master = None
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                              env=harness.test_env(), cwd=str(p.dir), timeout=20)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr, p.diagnostics())
+        assert time.monotonic() - t0 < 10
+        master = int(wait_for(lambda: harness.read_text(pidfile).strip(), 5, "the pid file"))
+        assert harness.alive(master)
+        assert harness.cmdline(master) == "pfm: master process (%s)" % p.conf_path
+        assert harness.proc_stat(master)["ppid"] != os.getpid()
+        p.wait_log(r"NOTICE: pfm is running, pid %d" % master)
+        p.wait_log(r"NOTICE: ready to handle connections")
+        harness.wait_serving(p.address())
+        os.kill(master, signal.SIGTERM)
+        wait_for(lambda: not harness.alive(master), 5, "the daemon to exit")
+        wait_for(lambda: not pidfile.exists(), 5, "the pid file to be removed")
+        p.wait_log(r"NOTICE: exiting, bye-bye!")
+    finally:
+        if master and harness.alive(master):
+            try:
+                os.killpg(master, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---- sockets ---------------------------------------------------------------------------------
+
+
+def test_unix_socket_mode_and_removal(pfm_factory):
+    """listen = /path.sock with listen.mode = 0666: a socket file with that mode,
+    served, and removed when pfm stops."""
+    p = pfm_factory(pool={"listen": "unix", "listen.mode": "0666"})
+    path = p.listen()
+    st = os.stat(path)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+    assert fcgi_get(path, "/hello").status == 200
+    assert p.stop() == 0
+    assert not os.path.exists(path)
+
+
+# ---- application output -------------------------------------------------------------------------
+
+
+def test_catch_workers_output_logs_stdout_and_stderr(pfm_factory):
+    """catch_workers_output = yes: what the app prints reaches the error log in
+    php-fpm's decoration: 'WARNING: [pool www] child N said into stdout: "..."'."""
+    p = pfm_factory(pool={"pm.max_children": 1, "catch_workers_output": "yes"})
+    worker = p.worker_pids()[0]
+    assert fcgi_get(p.address(), "/output", "token=cwo42").status == 200
+    p.wait_log(r'^%sWARNING: \[pool www\] child %d said into stdout: "stdout says cwo42"$'
+               % (TIME_PREFIX, worker))
+    p.wait_log(r'^%sWARNING: \[pool www\] child %d said into stderr: "stderr says cwo42"$'
+               % (TIME_PREFIX, worker))
