@@ -203,7 +203,7 @@ class Peer:
     version: str = ""
 
 
-def start_php_fpm(tmp: Path, workers: int, port: int) -> Peer:
+def start_php_fpm(tmp: Path, workers: int, port: int, opcache: bool = False) -> Peer:
     peer = Peer("php-fpm", tmp / "php-fpm.sock", port)
     docroot = tmp / "www"
     docroot.mkdir(exist_ok=True)
@@ -222,13 +222,15 @@ pm = static
 pm.max_children = {workers}
 """)
     argv = [PHP_FPM, "-n", "-F", "-y", str(conf)] + (["-R"] if IS_ROOT else [])
+    if opcache:  # -n loads no php.ini, so no extension: load OPcache by hand
+        argv += ["-d", "zend_extension=opcache.so", "-d", "opcache.enable=1"]
     peer.version = subprocess.run([PHP_FPM, "-n", "-v"], capture_output=True,
                                   text=True).stdout.splitlines()[0]
     peer.proc = PROCS.start("php-fpm", argv, tmp / "php-fpm.out")
     return peer
 
 
-def start_pfm(tmp: Path, workers: int, port: int) -> Peer:
+def start_pfm(tmp: Path, workers: int, port: int, opcache: bool = False) -> Peer:
     peer = Peer("pfm", tmp / "pfm.sock", port)
     conf = tmp / "pfm.conf"
     conf.write_text(f"""\
@@ -264,7 +266,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_nginx(tmp: Path, peers: List[Peer], keepalive: bool) -> subprocess.Popen:
+def start_nginx(tmp: Path, peers: List[Peer], keepalive: int) -> subprocess.Popen:
+    """keepalive: connections nginx keeps to each backend (0: one per request).
+    PHP-FPM pins a worker to each kept connection, so it is kept at the worker
+    count; more would leave requests queued behind idle kept connections."""
     for sub in ("body", "fastcgi", "proxy", "uwsgi", "scgi"):
         (tmp / "nginx" / sub).mkdir(parents=True, exist_ok=True)
     servers = []
@@ -277,7 +282,7 @@ def start_nginx(tmp: Path, peers: List[Peer], keepalive: bool) -> subprocess.Pop
         if keepalive:
             name = "up_" + re.sub(r"\W", "_", peer.name)
             servers.append(f"    upstream {name} {{\n        server {upstream};\n"
-                           "        keepalive 32;\n    }\n")
+                           f"        keepalive {keepalive};\n    }}\n")
             upstream = name
             extra += "        fastcgi_keep_conn on;\n"
         servers.append(f"""\
@@ -489,6 +494,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="wrk threads (1; leaves the cores to the servers)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per peer (2)")
     p.add_argument("--peers", default="php-fpm,pfm", help="which backends (php-fpm,pfm)")
+    p.add_argument("--php-opcache", action="store_true",
+                   help="load PHP's OPcache into php-fpm (-n starts it without any "
+                        "extension, as the suite's default)")
     p.add_argument("--keepalive", action="store_true",
                    help="nginx keeps its FastCGI connections (upstream keepalive + "
                         "fastcgi_keep_conn on) instead of one connection per request")
@@ -518,11 +526,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="pfm-bench-"))
     try:
-        peers = [STARTERS[name](tmp, args.workers, free_port()) for name in args.peers]
+        peers = [STARTERS[name](tmp, args.workers, free_port(), args.php_opcache)
+                 for name in args.peers]
         for peer in peers:
             wait_for(f"{peer.name} on {peer.socket}", lambda p=peer: unix_accepts(p.socket),
                      peer.proc, [tmp / f"{peer.name}.out", tmp / f"{peer.name}.log"])
-        nginx = start_nginx(tmp, peers, args.keepalive)
+        nginx = start_nginx(tmp, peers, args.workers if args.keepalive else 0)
         for peer in peers:
             wait_for(f"nginx -> {peer.name} on port {peer.port}",
                      lambda p=peer: answers_hello(p.port), nginx,
@@ -549,7 +558,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         command = "benchmarks/run_hello.py " + " ".join(
             shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        mode = "kept-alive FastCGI connections" if args.keepalive else \
+        mode = f"{args.workers} kept-alive FastCGI connections per backend" if args.keepalive else \
             "one FastCGI connection per request (nginx's default)"
         report = [
             f"# hello world, {datetime.datetime.now():%Y-%m-%d %H:%M}",
@@ -558,7 +567,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "",
             f"{args.workers} workers each (pm = static), {args.rounds} rounds of "
             f"{args.duration:g} s per peer and connection count, interleaved; wrk "
-            f"{args.threads} thread(s); nginx 1 worker, {mode}, UNIX sockets.",
+            f"{args.threads} thread(s); nginx 1 worker, {mode}, UNIX sockets; "
+            f"php-fpm -n{' with OPcache' if args.php_opcache else ''}.",
             "",
         ] + [f"- {line}" for line in header] + [""] + table(runs, args.peers, args.connections)
         report += ["", "every run:", "", "```"] + every_run(runs) + ["```"]
