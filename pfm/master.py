@@ -18,6 +18,7 @@ from . import logfiles, procutil, signals, sockets
 from .log import Log
 from .logfiles import PoolFiles
 from .poolmanager import Inherited, manager_main
+from .scoreboard import Scoreboard, counts
 from .signals import SignalPipe
 from .systemd import Notifier
 
@@ -53,6 +54,8 @@ class Master:
         self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
                        g.syslog_ident, g.syslog_facility)
         self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
+        self.status_listeners: dict[str, sockets.Listener] = {}  # pool name -> pm.status_listen
+        self.boards: dict[str, Scoreboard] = {}    # pool name -> its current scoreboard
         self.generation = 0    # bumped by each reload; older managers are retiring
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
@@ -106,7 +109,27 @@ class Master:
 
     def open_sockets(self) -> None:
         self.listeners = self.bind_pools(self.config.pools, {})
+        self.status_listeners = self.bind_status(self.config.pools, {})
         self.files = self.open_files(self.config.pools)
+
+    def bind_status(self, pools, current: dict) -> dict:
+        """pm.status_listen sockets, served by the pool managers themselves."""
+        from .config import parse_listen
+        by_address = {listener.address: listener for listener in current.values()}
+        result = {}
+        for pool in pools:
+            if not pool.pm_status_listen:
+                continue
+            listener = by_address.get(pool.pm_status_listen)
+            if listener is None:
+                try:
+                    listener = sockets.bind(parse_listen(pool.pm_status_listen),
+                                            pool.listen_backlog, pool.listen_mode,
+                                            pool.listen_owner, pool.listen_group)
+                except (sockets.SocketError, ValueError) as e:
+                    raise InitError("[pool %s] pm.status_listen: %s" % (pool.name, e)) from None
+            result[pool.name] = listener
+        return result
 
     @staticmethod
     def open_files(pools) -> dict:
@@ -250,6 +273,7 @@ class Master:
                 return
         try:
             listeners = self.bind_pools(new.pools, self.listeners)
+            status_listeners = self.bind_status(new.pools, self.status_listeners)
         except InitError as e:
             self.log.error(str(e))
             self.log.error("reload failed: the running pools keep serving")
@@ -258,10 +282,11 @@ class Master:
         for warning in new.warnings:
             self.log.warning(warning)
         retiring = [pid for pid, m in self.managers.items() if m.generation == self.generation]
-        kept = {id(listener) for listener in listeners.values()}
-        for listener in self.listeners.values():
+        kept = {id(x) for x in [*listeners.values(), *status_listeners.values()]}
+        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
             if id(listener) not in kept:
                 _close_listener(listener)
+        self.status_listeners = status_listeners
         try:
             files = self.open_files(new.pools)
         except InitError as e:
@@ -340,7 +365,14 @@ class Master:
 
     def totals(self) -> tuple[int, int, int, int]:
         """(active, idle, requests, slow) over every pool's scoreboard."""
-        return 0, 0, 0, 0
+        active = idle = requests = slow = 0
+        for board in self.boards.values():
+            counters, slots = board.snapshot()
+            i, a, _t = counts(slots)
+            active, idle = active + a, idle + i
+            requests += counters.accepted_conn
+            slow += counters.slow_requests
+        return active, idle, requests, slow
 
     def reopen_logs(self) -> None:
         """USR1 (logrotate): reopen every file here, where the rights are, and
@@ -374,6 +406,9 @@ class Master:
     def spawn_manager(self, pool) -> None:
         listener = self.listeners[pool.name]
         master = os.getpid()
+        # A fresh scoreboard for every manager: a restarted one starts clean. One
+        # slot more than max_children, for a recycled worker's replacement.
+        board = Scoreboard.create(pool.pm_max_children + 1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = signals.fork()
         if pid == 0:
@@ -381,19 +416,24 @@ class Master:
             self.sigpipe.close()
             os.close(self.lifeline_w)
             os.close(self.report_r)
-            for name, other in self.listeners.items():
-                if name != pool.name and other.sock.fileno() != listener.sock.fileno():
+            mine = {listener.sock.fileno()}
+            if pool.name in self.status_listeners:
+                mine.add(self.status_listeners[pool.name].sock.fileno())
+            for other in [*self.listeners.values(), *self.status_listeners.values()]:
+                if other.sock.fileno() not in mine:
                     other.sock.close()
             for name, files in self.files.items():
                 if name != pool.name:
                     files.close()
             for manager in self.managers.values():
                 manager.control.close()
-            manager_main(Inherited(pool, listener, self.files[pool.name], self.log,
+            manager_main(Inherited(pool, listener, self.files[pool.name], self.log, board,
                                    self.lifeline_r, self.report_w, theirs, master,
-                                   self.config.global_.process_control_timeout))
+                                   self.config.global_.process_control_timeout,
+                                   self.status_listeners.get(pool.name)))
         theirs.close()
         self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours)
+        self.boards[pool.name] = board
         self.restart_at.pop(pool.name, None)
 
     def reap(self) -> None:
@@ -461,7 +501,7 @@ class Master:
             _kill(pid, sig)
 
     def cleanup(self) -> None:
-        for listener in self.listeners.values():
+        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
             _close_listener(listener)
         if self.pidfile:
             try:

@@ -1,22 +1,28 @@
 """The pool manager: one process per pool. It prepares the pool's
 environment, optionally preloads the app, forks the workers, reaps them and
-keeps their number where the process manager wants it.
+keeps their number where the process-manager policy (pool.py) wants it,
+watches request timeouts, and answers the status page when every worker is
+busy (statusdesk.py).
 
-It never accepts connections itself; a worker that dies costs only its own
-request, and the manager replaces it.
+A worker that dies costs only its own request; the manager replaces it.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import signal
 import socket
+import struct
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 
-from . import logfiles, procutil, signals
+from . import listenqueue, logfiles, procutil, signals
+from . import pool as policy
+from .requestwatch import RequestWatch
+from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts
 from .signals import SignalPipe
 from .worker import worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
@@ -26,14 +32,18 @@ _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
             signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
 MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
+LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it this long
+SATURATED_FOR = 0.1        # all workers busy this long: the manager answers status itself
+_PID = struct.Struct("=i")
 
 
 class Child:
-    __slots__ = ("pid", "started")
+    __slots__ = ("pid", "started", "slot")
 
-    def __init__(self, pid: int, started: float):
+    def __init__(self, pid: int, started: float, slot: int):
         self.pid = pid
         self.started = started
+        self.slot = slot
 
 
 @dataclass
@@ -44,11 +54,13 @@ class Inherited:
     listener: object            # sockets.Listener
     files: object               # logfiles.PoolFiles
     log: object                 # log.Log
+    board: Scoreboard           # made by the master, so it can read the totals
     lifeline_fd: int            # EOF here means the master is gone
     report_fd: int              # one byte per worker that died of SIGSEGV/SIGBUS
     control: socket.socket      # the master's messages (log reopen with new fds)
     master_pid: int
     control_timeout: float      # process_control_timeout
+    status_listener: object = None   # pm.status_listen, served here
 
 
 class PoolManager:
@@ -60,18 +72,22 @@ class PoolManager:
         self.files = inherited.files
         self.log = inherited.log
         self.log.also_stderr = False     # the master's start-up mirror is not ours
-        self.lifeline_fd = inherited.lifeline_fd
-        self.report_fd = inherited.report_fd
+        self.board = inherited.board
         self.control = inherited.control
-        self.master_pid = inherited.master_pid
-        self.control_timeout = inherited.control_timeout
         self.children: dict[int, Child] = {}
+        self.stopping: set[int] = set()      # told to stop by the policy or recycling
+        self.retiring: deque[int] = deque()  # reached pm.max_requests/max_memory, waiting
+        self.replacement: int | None = None  # the worker forked for the last retiree
+        self.policy = policy.PolicyState()
+        self.next_check = 0.0
+        self.listen_woke = False
+        self.listen_armed_at: float | None = None
         self.state = RUNNING
         self.deadline: float | None = None     # next escalation of a stop
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.app = None
-        self.output_fds: set[int] = set()    # read ends of the workers' stdout/stderr
+        self.handlers: dict[int, object] = {}
 
     # ---- setup -------------------------------------------------------------
 
@@ -79,21 +95,46 @@ class PoolManager:
         procutil.set_title("pfm: pool %s manager" % self.name)
         self.sigpipe = SignalPipe(_HANDLED)
         signals.unblock()
-        procutil.die_with_parent(signal.SIGTERM, self.master_pid)
+        procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
         self.prepare()
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.sigpipe, selectors.EVENT_READ, "signals")
-        self.selector.register(self.lifeline_fd, selectors.EVENT_READ, "lifeline")
-        self.selector.register(self.control, selectors.EVENT_READ, "control")
-        self.manage()
+        self.retire_r, self.retire_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.epoll = select.epoll()
+        self.watch(self.sigpipe.fileno(), self.on_signals)
+        self.watch(self.inherited.lifeline_fd, self.on_master_gone)
+        self.watch(self.control.fileno(), self.on_control)
+        self.watch(self.retire_r, self.on_retire)
+        self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd)
+        from .statusdesk import StatusDesk
+        self.desk = StatusDesk(self)
+        if self.watches_listen():
+            self.epoll.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
+            self.handlers[self.listener.fileno()] = self.on_listen
+        self.manage(time.monotonic())
         return self.loop()
 
+    def watch(self, fd: int, handler, events: int = select.EPOLLIN) -> None:
+        self.epoll.register(fd, events)
+        self.handlers[fd] = handler
+
+    def unwatch(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+        try:
+            self.epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def watches_listen(self) -> bool:
+        """The listening socket wakes the manager only where it must act on a
+        waiting connection: to fork (dynamic, ondemand) or to answer status
+        and ping while every worker is busy."""
+        return self.pool.pm != "static" or self.desk.intercepts
+
     def prepare(self) -> None:
-        """Environment and import path for the app, then preload if asked."""
+        """Limits, identity, environment and import path, then preload if asked."""
         from .app import load, prepare_path
         from .config import app_search_path
-        search_path = app_search_path(self.pool)     # before a chroot hides the outside
         from .isolation import IsolationError, apply_environment, apply_limits_and_identity
+        search_path = app_search_path(self.pool)     # before a chroot hides the outside
         try:
             apply_limits_and_identity(self.pool)
         except IsolationError as e:
@@ -118,48 +159,54 @@ class PoolManager:
 
     def loop(self) -> int:
         while True:
-            timeout = self._timeout()
-            for key, _ in self.selector.select(timeout):
-                if key.data == "signals":
-                    for sig in self.sigpipe.read():
-                        self.on_signal(sig)
-                elif key.data == "control":
-                    self.on_control()
-                elif key.data == "lifeline":
-                    # The master is gone (its end of the pipe closed): stop now.
-                    self.selector.unregister(self.lifeline_fd)
-                    self.stop(TERMINATING)
-                elif not key.data.feed(key.fd):
-                    self.selector.unregister(key.fd)
-                    self.output_fds.discard(key.fd)
-                    os.close(key.fd)
+            for fd, events in self.epoll.poll(self.timeout()):
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd, events)
             self.reap()
+            now = time.monotonic()
             if self.state == RUNNING:
-                self.manage()
+                self.rearm_listen(now)
+                if self.listen_woke or now >= self.next_check:
+                    self.manage(now)
+                self.requests.check(self.board.read(), now)
+                self.desk.tick(now)
             else:
                 self.escalate()
                 if not self.children:
                     self.drain_output()
+                    self.desk.close()
                     return 0
 
-    def _timeout(self) -> float:
+    def timeout(self) -> float:
         now = time.monotonic()
-        timeout = 1.0
+        due = [now + 1.0]
         if self.deadline is not None:
-            timeout = min(timeout, max(0.0, self.deadline - now))
-        if self.state == RUNNING and len(self.children) < self.pool.pm_max_children:
-            timeout = min(timeout, max(0.0, self.spawn_after - now))
-        return timeout
+            due.append(self.deadline)
+        if self.state == RUNNING:
+            due.append(self.next_check)
+            if self.listen_armed_at is not None:
+                due.append(self.listen_armed_at)
+            for when in (self.requests.due(), self.desk.due()):
+                if when is not None:
+                    due.append(when)
+        return max(0.0, min(due) - now)
 
-    def on_signal(self, sig: int) -> None:
-        if sig == signal.SIGCHLD:
-            return  # reaped after every wakeup
-        if sig in (signal.SIGTERM, signal.SIGINT):
-            self.stop(TERMINATING)
-        elif sig == signal.SIGQUIT:
-            self.stop(FINISHING)
+    # ---- events ------------------------------------------------------------
 
-    def on_control(self) -> None:
+    def on_signals(self, fd: int, events: int) -> None:
+        for sig in self.sigpipe.read():
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.stop(TERMINATING)
+            elif sig == signal.SIGQUIT:
+                self.stop(FINISHING)
+
+    def on_master_gone(self, fd: int, events: int) -> None:
+        """EOF on the lifeline: the master died (even by SIGKILL). Stop now."""
+        self.unwatch(fd)
+        self.stop(TERMINATING)
+
+    def on_control(self, fd: int, events: int) -> None:
         """The master reopened the log files (USR1) and sent us the new ones:
         put them in place and replace the workers, which hold the old ones."""
         try:
@@ -171,51 +218,141 @@ class PoolManager:
             logfiles.install(fds, self.files.targets(error_fd))
             self.kill_all(signal.SIGQUIT)
         else:
-            for fd in fds:
+            for extra in fds:
+                os.close(extra)
+
+    def on_listen(self, fd: int, events: int) -> None:
+        """A connection arrived (edge-triggered). Disarm for LISTEN_REARM so a
+        busy pool does not wake the manager for every request."""
+        self.listen_woke = True
+        self.epoll.modify(fd, 0)
+        self.listen_armed_at = time.monotonic() + LISTEN_REARM
+
+    def rearm_listen(self, now: float) -> None:
+        if self.listen_armed_at is not None and now >= self.listen_armed_at:
+            self.listen_armed_at = None
+            # Re-arming reports at once if connections are still waiting.
+            self.epoll.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
+
+    def on_retire(self, fd: int, events: int) -> None:
+        """Workers that reached pm.max_requests or pm.max_memory say so here."""
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size]):
+            if pid in self.children and pid not in self.retiring:
+                self.retiring.append(pid)
+                self.next_check = 0.0     # fork its replacement now
+
+    def on_output(self, catcher: OutputCatcher):
+        def handler(fd: int, events: int) -> None:
+            if not catcher.feed(fd):
+                self.unwatch(fd)
                 os.close(fd)
+        handler.catcher = catcher
+        return handler
 
     def drain_output(self) -> None:
         """Log what the last workers printed before their pipes are dropped."""
-        for key in list(self.selector.get_map().values()):
-            if isinstance(key.data, OutputCatcher):
-                key.data.feed(key.fd)
-                self.selector.unregister(key.fd)
-                os.close(key.fd)
-        self.output_fds.clear()
+        for fd, handler in list(self.handlers.items()):
+            catcher = getattr(handler, "catcher", None)
+            if catcher is not None:
+                catcher.feed(fd)
+                self.unwatch(fd)
+                os.close(fd)
 
     # ---- the verbs ---------------------------------------------------------
 
-    def manage(self) -> None:
-        """static: keep pm.max_children workers alive."""
-        now = time.monotonic()
-        while len(self.children) < self.pool.pm_max_children and now >= self.spawn_after:
-            self.spawn()
+    def manage(self, now: float) -> None:
+        """Apply the policy: fork, stop idle workers, recycle one retiree."""
+        slots = self.board.read()
+        idle, active, _total = counts(slots)
+        self.board.update_max_active(active)
+        pending = None
+        if self.listen_woke or now >= self.next_check:
+            pending = listenqueue.queue(self.listener.sock)[0]
+            if pending is not None:
+                self.board.update_listen_queue(pending)
+        decision = policy.decide(self.pool, slots, now, self.policy, pending=pending,
+                                 wanted=self.listen_woke, stopping=self.stopping)
+        woke, self.listen_woke = self.listen_woke, False
+        for level, message in decision.logs:
+            self.log.write(level, message)
+        if decision.max_children_reached:
+            self.board.note_max_children_reached()
+        if now >= self.spawn_after:
+            for _ in range(decision.spawn):
+                self.spawn()
+        for pid in decision.stop:
+            self.stop_worker(pid)
+        self.recycle(slots)
+        self.next_check = min(decision.next_check, now + 1.0)
+        if woke and self.desk.intercepts and saturated(slots, now):
+            self.desk.intercept()
 
-    def spawn(self) -> None:
+    def recycle(self, slots) -> None:
+        """One retiree at a time: fork its replacement, then let it go. The
+        next waits until that replacement has booted (no fork storm when
+        workers started together reach pm.max_requests together)."""
+        if not self.retiring:
+            return
+        if self.replacement is not None:
+            state = next((s for s in slots if s.pid == self.replacement), None)
+            if state is not None and state.stage == STARTING:
+                return
+            self.replacement = None
+        pid = self.retiring.popleft()
+        if pid not in self.children:
+            return
+        self.replacement = self.spawn()
+        self.stop_worker(pid)
+
+    def stop_worker(self, pid: int) -> None:
+        self.stopping.add(pid)
+        _kill(pid, signal.SIGQUIT)
+
+    def spawn(self) -> int | None:
+        try:
+            index = self.board.assign_slot()
+        except ScoreboardFull:
+            return None
         manager = os.getpid()
         pipes = WorkerPipes() if self.pool.catch_workers_output else None
-        pid = signals.fork()
+        try:
+            pid = signals.fork()
+        except OSError as e:
+            self.board.free_slot(index)
+            self.log.error("[pool %s] fork() failed: %s" % (self.name, e.strerror))
+            return None
         if pid == 0:
-            self.sigpipe.close()
-            self.selector.close()
-            os.close(self.lifeline_fd)
-            os.close(self.report_fd)
-            self.control.close()
-            for fd in self.output_fds:
-                os.close(fd)
-            if pipes:
-                pipes.in_child()
-            else:
-                silence_child_output()
-            worker_main(self.pool, self.listener, self.log, self.app, manager, self.files)
-        self.children[pid] = Child(pid, time.monotonic())
+            self.in_child(pipes)
+            worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
+                        self.board, index, self.retire_w, self.desk.handoff_for_workers)
+        self.children[pid] = Child(pid, time.monotonic(), index)
         if pipes:
             for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
-                catcher = OutputCatcher(self.log, self.name, pid, stream,
-                                        self.pool.decorate_workers_output)
-                self.selector.register(fd, selectors.EVENT_READ, catcher)
-                self.output_fds.add(fd)
+                self.watch(fd, self.on_output(OutputCatcher(
+                    self.log, self.name, pid, stream, self.pool.decorate_workers_output)))
         self.log.notice("[pool %s] child %d started" % (self.name, pid))
+        return pid
+
+    def in_child(self, pipes) -> None:
+        """In a new worker: drop what belongs to the manager."""
+        self.sigpipe.close()
+        self.epoll.close()
+        for fd in list(self.handlers):
+            if fd not in (self.listener.fileno(), self.retire_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.close(self.inherited.report_fd)
+        self.desk.in_child()
+        if pipes:
+            pipes.in_child()
+        else:
+            silence_child_output()
 
     def reap(self) -> None:
         while True:
@@ -228,6 +365,9 @@ class PoolManager:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self.board.free_slot(child.slot)
+            self.stopping.discard(pid)
+            self.requests.forget(pid)
             how, bad = procutil.describe_exit(status)
             lived = time.monotonic() - child.started
             line = "[pool %s] child %d exited %s after %.6f seconds from start" % (
@@ -236,6 +376,7 @@ class PoolManager:
                 self.log.debug(line)
                 continue
             (self.log.warning if bad else self.log.notice)(line)
+            self.next_check = 0.0     # replace it now, not at the next tick
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS):
                 self.report_crash()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
@@ -250,7 +391,7 @@ class PoolManager:
     def report_crash(self) -> None:
         """Tell the master, which counts them for emergency_restart_threshold."""
         try:
-            os.write(self.report_fd, b"S")
+            os.write(self.inherited.report_fd, b"S")
         except OSError:
             pass
 
@@ -264,7 +405,8 @@ class PoolManager:
         now = time.monotonic()
         if how == FINISHING:
             self.kill_all(signal.SIGQUIT)
-            self.deadline = now + self.control_timeout if self.control_timeout > 0 else None
+            timeout = self.inherited.control_timeout
+            self.deadline = now + timeout if timeout > 0 else None
             self.stage = signal.SIGQUIT
         else:
             self.kill_all(signal.SIGTERM)
@@ -281,10 +423,23 @@ class PoolManager:
 
     def kill_all(self, sig: int) -> None:
         for pid in list(self.children):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+            _kill(pid, sig)
+
+
+def saturated(slots, now: float) -> bool:
+    """Every worker has been busy for a while (SATURATED_FOR): the desk takes
+    over waiting connections. A pool busy with quick requests never is, so
+    its traffic never goes through the manager."""
+    workers = [s for s in slots if s.pid]
+    return bool(workers) and all(not s.idle and now - s.stage_since >= SATURATED_FOR
+                                 for s in workers)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def manager_main(inherited: Inherited) -> None:

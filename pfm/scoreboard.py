@@ -43,6 +43,8 @@ FINISHING = 4   # response sent (pfm.finish_request), the application still runs
 KEEPALIVE = 5   # waiting, holding idle kept-alive connections; also watches the
                 # listening socket, so the policy counts it as idle
 STARTING = 6    # slot reserved by the manager before fork; the worker is booting
+RETIRING = 7    # served its pm.max_requests (or passed pm.max_memory); accepts no
+                # more and waits for its replacement to be forked
 
 STAGE_NAMES = {
     IDLE: "Idle",
@@ -52,6 +54,7 @@ STAGE_NAMES = {
     FINISHING: "Finishing",
     KEEPALIVE: "Keep-alive idle",
     STARTING: "Starting",
+    RETIRING: "Retiring",
 }
 IDLE_STAGES = frozenset((IDLE, KEEPALIVE))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import random
 import resource
 import select
 import signal
@@ -22,6 +23,11 @@ import traceback
 from . import fastcgi, procutil, signals
 from .accesslog import Entry, compile_format
 from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
+from .handoff import receive
+from .pool import max_requests_for_worker
+from .requestwatch import install_stack_dumps
+from .scoreboard import FINISHING, IDLE, KEEPALIVE, READING, RETIRING
+from .statusdesk import answer
 from .wsgi import (
     ErrorStream,
     InputStream,
@@ -33,8 +39,10 @@ from .wsgi import (
 )
 
 RECV_SIZE = 262144
+RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
 
+_EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _ACCEPT_AGAIN = (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO)
 _INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
                    b"Internal Server Error\n")
@@ -52,7 +60,8 @@ class Worker:
     """One process, one request at a time. Nothing here is shared with other
     workers; the module-level state of the app lives in this process only."""
 
-    def __init__(self, pool, listener, log, app, files=None):
+    def __init__(self, pool, listener, log, app, files=None, handoff=None, slot=None,
+                 retire_fd: int = -1, board=None):
         self.pool = pool
         self.name = pool.name
         self.listen_sock = listener.sock
@@ -60,14 +69,20 @@ class Worker:
         self.app = app
         self.pid = os.getpid()
         self.requests = 0
-        self.max_requests = pool.pm_max_requests or 0
+        self.max_requests = max_requests_for_worker(pool, random.Random(self.pid))
+        self.max_memory = pool.pm_max_memory or 0
+        self.retire_reason: str | None = None
+        self.retire_fd = retire_fd
         self.max_params_bytes = pool.max_params_bytes
-        self.ping_path = pool.ping_path or None
-        self.ping_response = (pool.ping_response or "pong").encode("utf-8")
+        # ping.path and pm.status_path are answered from the scoreboard, never by the app.
+        self.special_paths = {p for p in (pool.ping_path, pool.pm_status_path) if p}
+        self.board = board
+        self.slot = slot if slot is not None else _NoSlot()
         self.stopping = False
         self.interruptible = False   # True while blocked waiting for a new request
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
+        self.handoff = handoff      # the pool's hand-off socket, shared by its workers
         self.errors = ErrorStream(self._said_into_stderr)
         self.access_fd = files.access_fd if files is not None else -1
         self.access_format = compile_format(pool.access_format) if self.access_fd >= 0 else None
@@ -103,73 +118,109 @@ class Worker:
     # ---- the accept loop -------------------------------------------------
 
     def run(self) -> int:
-        """Wait on the listening socket and on the kept-alive connections
-        together, and serve whichever is ready.
+        """Wait on the listening socket, the pool's hand-off socket and the
+        kept-alive connections together, and serve whichever is ready.
 
         A worker that blocked on an idle kept connection (php-fpm) would leave
         new connections waiting in the backlog while it could serve them. The
-        listening socket is registered with EPOLLEXCLUSIVE, so each new
+        shared sockets are registered with EPOLLEXCLUSIVE, so each new
         connection wakes one idle worker, not all of them.
         """
         lsock = self.listen_sock
-        lfd = lsock.fileno()
+        self.lfd = lsock.fileno()
         lsock.setblocking(False)   # shared by the pool: accept() never blocks a worker
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(FIRST_RECORD_TIMEOUT))
-        family = lsock.family
-        accept = lsock._accept
-        epoll = select.epoll()
-        epoll.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.allowed = self.allowed_clients()
+        self.epoll = epoll = select.epoll()
+        epoll.register(self.lfd, _EXCLUSIVE)
+        self.hfd = -1
+        if self.handoff is not None:
+            self.hfd = self.handoff.fileno()
+            epoll.register(self.hfd, _EXCLUSIVE)
         kept = self.kept
-        allowed = self.allowed_clients()
         try:
-            while not self.stopping:
+            while not (self.stopping or self.retire_reason):
                 self.interruptible = True
                 try:
                     ready = epoll.poll()
                 finally:
                     self.interruptible = False
+                if len(ready) > 1:
+                    # Connections the manager already holds waited longest: first.
+                    ready.sort(key=lambda item: item[0] != self.hfd)
                 for fd, _ in ready:
-                    if fd == lfd:
-                        try:
-                            cfd, addr = accept()
-                        except OSError as e:
-                            if self.stopping:
-                                break
-                            if e.errno in _ACCEPT_AGAIN:
-                                continue
-                            raise
-                        if allowed is not None and not self.client_allowed(addr, allowed):
-                            os.close(cfd)
-                            continue
-                        sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd)
-                        conn = fastcgi.ServerConnection(self.max_params_bytes)
-                        was_kept = False
-                    else:
-                        sock, conn = kept.pop(fd)
-                        epoll.unregister(fd)
-                        was_kept = True
+                    taken = self.take(fd)
+                    if taken is None:
+                        continue
+                    sock, conn, was_kept = taken
                     if self.serve(sock, conn, was_kept):
                         kept[sock.fileno()] = (sock, conn)
                         epoll.register(sock.fileno(), select.EPOLLIN)
                     else:
                         sock.close()
-                    if not was_kept:
+                    if fd == self.lfd:
                         # Back to the end of the socket's queue of exclusive
                         # waiters: new connections go round the idle workers as
                         # with php-fpm's blocking accept(), not always to the first.
-                        epoll.unregister(lfd)
-                        epoll.register(lfd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-                    if self.stopping or (self.max_requests and self.requests >= self.max_requests):
-                        self.stopping = True
+                        epoll.unregister(self.lfd)
+                        epoll.register(self.lfd, _EXCLUSIVE)
+                    if self.stopping or self.retire_reason:
                         break
         except _Shutdown:
-            pass
+            return procutil.EXIT_OK
         finally:
             for sock, _conn in kept.values():
                 sock.close()
             kept.clear()
             epoll.close()
+        if self.retire_reason and not self.stopping:
+            self.retire()
         return procutil.EXIT_OK
+
+    def retire(self) -> None:
+        """pm.max_requests or pm.max_memory reached: accept nothing more, tell
+        the manager, and wait for its SIGQUIT once the replacement is forked."""
+        self.slot.set_stage(RETIRING, time.monotonic())
+        try:
+            os.write(self.retire_fd, struct.pack("=i", self.pid))
+        except OSError:
+            return
+        self.interruptible = True
+        try:
+            time.sleep(RETIRE_WAIT)
+        except _Shutdown:
+            pass
+        finally:
+            self.interruptible = False
+
+    def take(self, fd: int):
+        """The connection behind a ready descriptor: (sock, codec, was_kept), or None."""
+        self.slot.set_stage(READING, time.monotonic())
+        if fd == self.lfd:
+            try:
+                cfd, addr = self.listen_sock._accept()
+            except OSError as e:
+                if self.stopping or e.errno in _ACCEPT_AGAIN:
+                    return None
+                raise
+            if self.allowed is not None and not self.client_allowed(addr, self.allowed):
+                os.close(cfd)
+                return None
+            sock = socket.socket(self.listen_sock.family, socket.SOCK_STREAM, 0, cfd)
+            return sock, fastcgi.ServerConnection(self.max_params_bytes), False
+        if fd == self.hfd:
+            # A connection the manager accepted while every worker was busy,
+            # with the bytes it read from it (handoff.py).
+            got = receive(self.handoff, self.listen_sock.family)
+            if got is None:
+                return None
+            sock, data = got
+            conn = fastcgi.ServerConnection(self.max_params_bytes)
+            conn.receive_data(data)
+            return sock, conn, False
+        sock, conn = self.kept.pop(fd)
+        self.epoll.unregister(fd)
+        return sock, conn, True
 
     def allowed_clients(self) -> set[str] | None:
         """listen.allowed_clients as a set of normalized addresses (TCP only)."""
@@ -209,7 +260,7 @@ class Worker:
                     if not self.handle(sock, conn, event):
                         return False
                     served = True
-                    if self.stopping or (self.max_requests and self.requests >= self.max_requests):
+                    if self.stopping or self.retire_reason:
                         return False
                     continue
                 if event is fastcgi.CLOSED:
@@ -256,14 +307,22 @@ class Worker:
                     raise ConnectionLost()
 
         body = InputStream(pull)
-        response = Response(sock, rid)
+        response = Response(sock, rid, self.slot)
+        get = params.get
+        start = time.monotonic()
+        cpu0 = time.process_time()
+        self.slot.request_start(get("REQUEST_METHOD", "").encode("latin-1"),
+                                get("SCRIPT_NAME", "").encode("latin-1"),
+                                get("QUERY_STRING", "").encode("latin-1"),
+                                get("CONTENT_LENGTH") or 0, start,
+                                get("SCRIPT_FILENAME", "").encode("latin-1"))
         if self.access_format is not None:
-            started = (time.time(), time.monotonic(),
-                       os.times() if "cpu" in self.access_format.needs else None)
+            started = (time.time(), start, os.times() if "cpu" in self.access_format.needs
+                       else None)
         ok = True
-        if self.ping_path and params.get("SCRIPT_NAME") == self.ping_path:
-            response.complete("200 OK", [("Content-Type", "text/plain"), _NO_CACHE,
-                                         _EXPIRES], self.ping_response)
+        if self.special_paths and get("SCRIPT_NAME") in self.special_paths:
+            code, headers, payload = answer(self.pool, self.board, self.listen_sock, params)
+            response.complete(code, headers, payload)
         else:
             environ = make_environ(params, self.base)
             environ["wsgi.input"] = body
@@ -271,11 +330,32 @@ class Worker:
             ok = self.call_app(environ, response)
         if self.access_format is not None:
             self.write_access_log(sock, params, response, started)
+        keep = ok and request.keep_conn and not response.released
+        self.request_end(start, cpu0, keep, params)
         if not ok:
             return False
         body.drain()
         conn.request_done()
-        return request.keep_conn and not response.released
+        return keep
+
+    def request_end(self, start: float, cpu0: float, keep: bool, params: dict) -> None:
+        """The slot goes idle with the request's figures; decide on recycling."""
+        now = time.monotonic()
+        elapsed = now - start
+        cpu = 100.0 * (time.process_time() - cpu0) / elapsed if elapsed > 0 else 0.0
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.slot.request_end(now, cpu, memory, KEEPALIVE if keep and self.kept else IDLE)
+        if self.max_requests and self.requests >= self.max_requests:
+            self.retire_reason = "max_requests"
+        elif self.max_memory:
+            rss = _current_rss()
+            if rss > self.max_memory:
+                self.retire_reason = "max_memory"
+                self.log.notice('[pool %s] child %d: memory %d bytes passed pm.max_memory '
+                                '(%d) after "%s %s", recycling' % (
+                                    self.name, self.pid, rss, self.max_memory,
+                                    params.get("REQUEST_METHOD", "-"),
+                                    params.get("REQUEST_URI") or params.get("SCRIPT_NAME", "-")))
 
     def write_access_log(self, sock, params: dict, response: Response, started) -> None:
         """One line per request, after the app is done (so the time after
@@ -347,19 +427,17 @@ class Worker:
         self.log.warning('%s said into stderr: "%s"' % (self.prefix, line))
 
 
-_NO_CACHE = ("Cache-Control", "no-cache, no-store, must-revalidate, max-age=0")
-_EXPIRES = ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")
-
-
 class Response:
     """The WSGI response side of one request: start_response, write(), and
     the FastCGI records that carry them."""
 
-    __slots__ = ("sock", "rid", "status", "headers", "headers_sent", "finished", "released")
+    __slots__ = ("sock", "rid", "status", "headers", "headers_sent", "finished", "released",
+                 "slot")
 
-    def __init__(self, sock: socket.socket, rid: int):
+    def __init__(self, sock: socket.socket, rid: int, slot=None):
         self.sock = sock
         self.rid = rid
+        self.slot = slot
         self.status = None
         self.headers = None
         self.headers_sent = False
@@ -430,6 +508,8 @@ class Response:
         if self.released:
             return True
         self.released = True
+        if self.slot is not None:
+            self.slot.set_stage(FINISHING, time.monotonic())
         try:
             # With no response started yet, it ends (and the connection is
             # released) as soon as the app returns it, before its close().
@@ -438,6 +518,31 @@ class Response:
             return True
         except OSError:
             return False
+
+
+class _NoSlot:
+    """Stands in for a scoreboard slot when a worker runs without one (tests)."""
+
+    def set_stage(self, stage, now):
+        pass
+
+    def request_start(self, *args):
+        pass
+
+    def request_end(self, *args):
+        pass
+
+
+def _current_rss() -> int:
+    """Resident memory now (pm.max_memory), from /proc/self/statm."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _normalize_ip(text: str) -> str:
@@ -464,13 +569,19 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
             pass
 
 
-def worker_main(pool, listener, log, app, manager_pid: int, files=None) -> None:
+def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=None,
+                slot_index: int = -1, retire_fd: int = -1, handoff=None) -> None:
     """Entry point of a forked worker; never returns into the manager's code."""
     code = procutil.EXIT_OK
     try:
+        slot = None
+        if board is not None:
+            slot = board.slot(slot_index)
+            slot.claim(os.getpid(), time.time(), time.monotonic())
         procutil.set_title("pfm: pool %s" % pool.name)
-        worker = Worker(pool, listener, log, app, files)
+        worker = Worker(pool, listener, log, app, files, handoff, slot, retire_fd, board)
         worker.install_signals()
+        install_stack_dumps(files.slowlog_fd if files is not None else -1, log.fd)
         if pool.catch_workers_output:
             sys.stdout.reconfigure(line_buffering=True)   # a print() is a log line at once
         procutil.die_with_parent(signal.SIGTERM, manager_pid)
@@ -484,6 +595,7 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None) -> None:
                 for line in traceback.format_exc().rstrip("\n").split("\n"):
                     log.error("[pool %s] child %d: %s" % (pool.name, worker.pid, line))
                 os._exit(procutil.EXIT_BOOT_FAILED)
+        worker.slot.set_stage(IDLE, time.monotonic())
         code = worker.run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1

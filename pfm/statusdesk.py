@@ -1,0 +1,235 @@
+"""The status page and ping, answered from the scoreboard, and the pool
+manager's desk that answers them while every worker is busy.
+
+php-fpm serves its status page from a worker, so it goes dark exactly when
+the pool is saturated. Here a worker that gets a status or ping request
+answers it from the scoreboard (`answer`), and when no worker is idle the
+manager accepts the waiting connections itself: it answers status and ping,
+and hands every other request to the next free worker with the bytes it
+already read (handoff.py). The desk also serves pm.status_listen.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from . import fastcgi, handoff, listenqueue, status
+from .fastcgi import NEED_DATA, Request, StdinEnd
+from .wsgi import header_block
+
+MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
+READ_TIMEOUT = 5.0      # a connection that sends no complete request in this long is dropped
+_NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
+
+
+def answer(pool, board, listen_sock, params: dict):
+    """(status, headers, body) for a ping or status request, or None."""
+    script = params.get("SCRIPT_NAME")
+    method = params.get("REQUEST_METHOD", "GET")
+    if pool.ping_path and script == pool.ping_path:
+        return status.ping_response(pool.ping_response or "pong", method)
+    if pool.pm_status_path and script == pool.pm_status_path:
+        counters, slots = board.snapshot()
+        queue, backlog = listenqueue.queue(listen_sock)
+        query = params.get("QUERY_STRING", "")
+        memory = proc_memory([s.pid for s in slots if s.pid]) if "full" in query else None
+        return status.status_response(pool, counters, slots, listen_queue=queue,
+                                      listen_queue_len=backlog, now_wall=time.time(),
+                                      now_mono=time.monotonic(), memory=memory,
+                                      query_string=query, method=method)
+    return None
+
+
+def proc_memory(pids) -> dict[int, tuple[int, int]]:
+    """pid -> (PSS, USS) in bytes from /proc/PID/smaps_rollup (what a
+    worker really costs with copy-on-write sharing)."""
+    out = {}
+    for pid in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+                fields = {}
+                for line in f:
+                    name, _, rest = line.partition(b":")
+                    if name in (b"Pss", b"Private_Clean", b"Private_Dirty"):
+                        fields[name] = int(rest.split()[0]) * 1024
+            out[pid] = (fields.get(b"Pss", 0),
+                        fields.get(b"Private_Clean", 0) + fields.get(b"Private_Dirty", 0))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def response_bytes(rid: int, response) -> bytes:
+    code, headers, body = response
+    return fastcgi.stdout(rid, header_block(code, headers) + body) + fastcgi.end_request(rid)
+
+
+class Held:
+    """A connection the desk accepted and reads without blocking."""
+
+    __slots__ = ("sock", "conn", "raw", "since", "from_pool", "request")
+
+    def __init__(self, sock: socket.socket, from_pool: bool, max_params: int):
+        self.sock = sock
+        self.conn = fastcgi.ServerConnection(max_params)
+        self.raw = bytearray()
+        self.since = time.monotonic()
+        self.from_pool = from_pool
+        self.request: Request | None = None
+
+
+class StatusDesk:
+    def __init__(self, manager):
+        self.manager = manager
+        self.pool = pool = manager.pool
+        self.intercepts = bool(pool.pm_status_path or pool.ping_path)
+        self.ours = self.handoff_for_workers = None
+        if self.intercepts:
+            self.ours, self.handoff_for_workers = handoff.pair()
+        self.held: dict[int, Held] = {}
+        self.waiting_handoff: list[Held] = []
+        self.status_listener = manager.inherited.status_listener
+        if self.status_listener is not None:
+            self.status_listener.sock.setblocking(False)
+            manager.watch(self.status_listener.fileno(), self.on_status_listen)
+
+    # -- accepting ------------------------------------------------------------
+
+    def intercept(self) -> None:
+        """Every worker is busy and connections wait: take them off the queue."""
+        lsock = self.manager.listener.sock
+        while len(self.held) + len(self.waiting_handoff) < MAX_HELD:
+            try:
+                sock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.hold(sock, from_pool=True)
+
+    def on_status_listen(self, fd: int, events: int) -> None:
+        while len(self.held) < MAX_HELD:
+            try:
+                sock, _addr = self.status_listener.sock.accept()
+            except OSError:
+                return
+            self.hold(sock, from_pool=False)
+
+    def hold(self, sock: socket.socket, from_pool: bool) -> None:
+        sock.setblocking(False)
+        held = Held(sock, from_pool, self.pool.max_params_bytes)
+        self.held[sock.fileno()] = held
+        self.manager.watch(sock.fileno(), self.on_readable)
+        self.on_readable(sock.fileno(), 0)
+
+    # -- reading and answering ------------------------------------------------------
+
+    def on_readable(self, fd: int, events: int) -> None:
+        held = self.held.get(fd)
+        if held is None:
+            return
+        try:
+            data = held.sock.recv(handoff.MAX_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(held)
+            return
+        held.raw += data
+        held.conn.receive_data(data)
+        try:
+            self.advance(held)
+        except fastcgi.RemoteProtocolError as e:
+            self.manager.log.warning("[pool %s] closing connection: malformed FastCGI "
+                                     "input: %s" % (self.pool.name, e))
+            self.drop(held)
+
+    def advance(self, held: Held) -> None:
+        while True:
+            event = held.conn.next_event()
+            if event is NEED_DATA:
+                if held.request is not None and held.from_pool \
+                        and not self.is_ours(held.request):
+                    self.pass_on(held)
+                return
+            if event is fastcgi.CLOSED:
+                self.drop(held)
+                return
+            if type(event) is Request:
+                held.request = event
+                if held.from_pool and not self.is_ours(event):
+                    self.pass_on(held)
+                    return
+            elif type(event) is StdinEnd and held.request is not None:
+                self.respond(held)
+                return
+
+    def is_ours(self, request: Request) -> bool:
+        script = request.params.get("SCRIPT_NAME")
+        return script is not None and script in (self.pool.pm_status_path, self.pool.ping_path)
+
+    def respond(self, held: Held) -> None:
+        request = held.request
+        m = self.manager
+        reply = answer(self.pool, m.board, m.listener.sock, request.params) or _NOT_FOUND
+        try:
+            held.sock.setblocking(True)
+            held.sock.settimeout(1.0)
+            held.sock.sendall(response_bytes(request.request_id, reply))
+        except OSError:
+            pass
+        self.drop(held)
+
+    def pass_on(self, held: Held) -> None:
+        """An ordinary request: to the next free worker, with what was read."""
+        self.forget(held)
+        if not handoff.send(self.ours, held.sock, bytes(held.raw)):
+            self.waiting_handoff.append(held)
+            return
+        held.sock.close()
+
+    def forget(self, held: Held) -> None:
+        fd = held.sock.fileno()
+        self.held.pop(fd, None)
+        self.manager.unwatch(fd)
+
+    def drop(self, held: Held) -> None:
+        self.forget(held)
+        held.sock.close()
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        while self.waiting_handoff:
+            held = self.waiting_handoff[0]
+            if not handoff.send(self.ours, held.sock, bytes(held.raw)):
+                break
+            self.waiting_handoff.pop(0)
+            held.sock.close()
+        for held in list(self.held.values()):
+            if now - held.since > READ_TIMEOUT:
+                self.drop(held)
+
+    def due(self) -> float | None:
+        times = [h.since + READ_TIMEOUT for h in self.held.values()]
+        if self.waiting_handoff:
+            times.append(time.monotonic() + 0.05)
+        return min(times) if times else None
+
+    def in_child(self) -> None:
+        """In a new worker: only the workers' end of the hand-off stays."""
+        for held in list(self.held.values()) + self.waiting_handoff:
+            held.sock.close()
+        if self.ours is not None:
+            self.ours.close()
+        if self.status_listener is not None:
+            self.status_listener.sock.close()
+
+    def close(self) -> None:
+        for held in list(self.held.values()) + self.waiting_handoff:
+            held.sock.close()
+        self.held.clear()
+        self.waiting_handoff.clear()
