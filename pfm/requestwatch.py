@@ -20,17 +20,53 @@ from .scoreboard import FINISHING, RUNNING
 # Real-time signals, out of the way of anything an application or php-fpm uses.
 SIG_STACK_TO_SLOWLOG = signal.SIGRTMIN + 1
 SIG_STACK_TO_ERRORLOG = signal.SIGRTMIN + 2
-KILL_DELAY = 0.1        # between asking for the stack and SIGTERM, to let it be written
+KILL_DELAY = 0.2        # between asking for the stack and SIGTERM, to let it be written
 MIN_PERIOD = 0.13       # php-fpm's heartbeat floor
 
 
-def install_stack_dumps(slowlog_fd: int, error_fd: int) -> None:
-    """In the worker: the stack of the running request on the two signals."""
-    import faulthandler
-    if slowlog_fd >= 0:
-        faulthandler.register(SIG_STACK_TO_SLOWLOG, file=slowlog_fd, all_threads=False)
-    if error_fd >= 0:
-        faulthandler.register(SIG_STACK_TO_ERRORLOG, file=error_fd, all_threads=False)
+def install_stack_dumps(worker, slowlog_fd: int, error_fd: int, depth: int) -> None:
+    """In the worker: on SIG_STACK_TO_*, write the running request's entry
+    (php-fpm's slowlog header and the Python stack, innermost first) to the
+    slowlog or the error log in one write(2), so entries from several workers
+    never interleave. The handler runs between two bytecodes of the app: the
+    request goes on as soon as the entry is written."""
+    def dump(fd: int):
+        def handler(signum, frame) -> None:
+            if fd >= 0:
+                try:
+                    os.write(fd, stack_entry(worker, frame, depth).encode("utf-8", "replace"))
+                except OSError:
+                    pass
+        return handler
+    signal.signal(SIG_STACK_TO_SLOWLOG, dump(slowlog_fd))
+    signal.signal(SIG_STACK_TO_ERRORLOG, dump(error_fd))
+
+
+def stack_entry(worker, frame, depth: int) -> str:
+    """php-fpm's slowlog entry with a Python stack. pfm's own frames (the
+    worker around the app call) are left out: the stack ends at the app."""
+    params = worker.current_params or {}
+    query = params.get("QUERY_STRING", "")
+    lines = ["", "[%s]  [pool %s] pid %d" % (timestamp(), worker.name, worker.pid),
+             "script_filename = %s" % (params.get("SCRIPT_FILENAME") or worker.app_spec),
+             "request = %s %s%s" % (params.get("REQUEST_METHOD", "-"),
+                                    params.get("SCRIPT_NAME", "-"),
+                                    "?" + query if query else "")]
+    frames = []
+    while frame is not None and len(frames) < depth:
+        code = frame.f_code
+        if code.co_filename.startswith(_PFM_DIR) and code.co_name in _PFM_BOUNDARY:
+            break
+        frames.append("[0x%016x] %s() %s:%d" % (id(frame), code.co_name, code.co_filename,
+                                                 frame.f_lineno))
+        frame = frame.f_back
+    if not frames:
+        frames.append("+++ no Python frame of the application is running")
+    return "\n".join(lines + frames) + "\n"
+
+
+_PFM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PFM_BOUNDARY = frozenset({"call_app", "handle", "serve", "run", "retire"})
 
 
 def period(pool) -> float | None:
@@ -41,10 +77,10 @@ def period(pool) -> float | None:
     return max(MIN_PERIOD, min(timeouts) / 3.0)
 
 
-def describe(state) -> str:
-    """php-fpm's `script '...' (request: "GET /x?q")`."""
+def describe(state, pool) -> str:
+    """php-fpm's `script '...' (request: "GET /x?q")`; the script is the app."""
     query = "?" + state.query if state.query else ""
-    return "script '%s' (request: \"%s %s%s\")" % (state.script or "-", state.method or "-",
+    return "script '%s' (request: \"%s %s%s\")" % (state.script or pool.app, state.method or "-",
                                                   state.uri or "-", query)
 
 
@@ -81,33 +117,15 @@ class RequestWatch:
 
     def slow(self, s, elapsed: float) -> None:
         self.log.warning("[pool %s] child %d, %s executing too slow (%.6f sec), logging"
-                         % (self.pool.name, s.pid, describe(s), elapsed))
+                         % (self.pool.name, s.pid, describe(s, self.pool), elapsed))
         self.board.note_slow_request()
-        self.write_header(s)
         _signal(s.pid, SIG_STACK_TO_SLOWLOG)
 
-    def write_header(self, s) -> None:
-        """php-fpm's slowlog entry header (a blank line, the double space),
-        the request line; the worker appends its stack right after."""
-        header = "\n[%s]  [pool %s] pid %d\nscript_filename = %s\nrequest = %s %s%s\n" % (
-            timestamp(), self.pool.name, s.pid, s.script or "-", s.method or "-",
-            s.uri or "-", "?" + s.query if s.query else "")
-        try:
-            os.write(self.slowlog_fd, header.encode("utf-8", "backslashreplace"))
-        except OSError as e:
-            self.log.error("unable to write slowlog (%s): %s (%d)"
-                           % (self.pool.slowlog, e.strerror, e.errno))
-
     def terminate(self, s, elapsed: float) -> None:
+        """The stack first (to the slowlog, else the error log), SIGTERM a moment later."""
         self.log.warning("[pool %s] child %d, %s execution timed out (%.6f sec), terminating"
-                         % (self.pool.name, s.pid, describe(s), elapsed))
-        if self.slowlog_fd >= 0:
-            self.write_header(s)
-            _signal(s.pid, SIG_STACK_TO_SLOWLOG)
-        else:
-            self.log.warning("[pool %s] child %d stack at the timeout (most recent call "
-                             "first) follows" % (self.pool.name, s.pid))
-            _signal(s.pid, SIG_STACK_TO_ERRORLOG)
+                         % (self.pool.name, s.pid, describe(s, self.pool), elapsed))
+        _signal(s.pid, SIG_STACK_TO_SLOWLOG if self.slowlog_fd >= 0 else SIG_STACK_TO_ERRORLOG)
         self.killing[s.pid] = time.monotonic() + KILL_DELAY
 
     def kill_due(self, now: float) -> None:

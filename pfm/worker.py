@@ -77,6 +77,8 @@ class Worker:
         # ping.path and pm.status_path are answered from the scoreboard, never by the app.
         self.special_paths = {p for p in (pool.ping_path, pool.pm_status_path) if p}
         self.board = board
+        self.current_params: dict | None = None   # the request being served (for its stack)
+        self.app_spec = pool.app
         self.slot = slot if slot is not None else _NoSlot()
         self.stopping = False
         self.interruptible = False   # True while blocked waiting for a new request
@@ -309,6 +311,7 @@ class Worker:
         body = InputStream(pull)
         response = Response(sock, rid, self.slot)
         get = params.get
+        self.current_params = params
         start = time.monotonic()
         cpu0 = time.process_time()
         self.slot.request_start(get("REQUEST_METHOD", "").encode("latin-1"),
@@ -581,7 +584,8 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
         procutil.set_title("pfm: pool %s" % pool.name)
         worker = Worker(pool, listener, log, app, files, handoff, slot, retire_fd, board)
         worker.install_signals()
-        install_stack_dumps(files.slowlog_fd if files is not None else -1, log.fd)
+        install_stack_dumps(worker, files.slowlog_fd if files is not None else -1, log.fd,
+                            pool.request_slowlog_trace_depth)
         if pool.catch_workers_output:
             sys.stdout.reconfigure(line_buffering=True)   # a print() is a log line at once
         procutil.die_with_parent(signal.SIGTERM, manager_pid)
