@@ -25,6 +25,7 @@ from .systemd import Notifier
 EX_SOFTWARE, EX_CONFIG = 70, 78
 _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
             signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+READY_WAIT = 30.0        # the old generation retires at the latest this long after a reload
 MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
 MAX_BACKOFF = 30.0
 
@@ -56,6 +57,8 @@ class Master:
         self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
         self.status_listeners: dict[str, sockets.Listener] = {}  # pool name -> pm.status_listen
         self.boards: dict[str, Scoreboard] = {}    # pool name -> its current scoreboard
+        self.retiring: list[int] = []      # old managers waiting for the new generation
+        self.retire_deadline = 0.0
         self.generation = 0    # bumped by each reload; older managers are retiring
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
@@ -225,6 +228,7 @@ class Master:
                 self.notify_status()
             if self.state == "running":
                 self.restart_managers()
+                self.retire_old_generation()
             else:
                 self.escalate()
                 if not self.managers:
@@ -238,6 +242,8 @@ class Master:
             timeout = min(timeout, max(0.0, self.next_notify - now))
         if self.deadline is not None:
             timeout = min(timeout, max(0.0, self.deadline - now))
+        if self.retiring:
+            timeout = min(timeout, 0.05)
         for when in self.restart_at.values():
             timeout = min(timeout, max(0.0, when - now))
         return timeout
@@ -279,14 +285,6 @@ class Master:
             self.log.error("reload failed: the running pools keep serving")
             self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
             return
-        for warning in new.warnings:
-            self.log.warning(warning)
-        retiring = [pid for pid, m in self.managers.items() if m.generation == self.generation]
-        kept = {id(x) for x in [*listeners.values(), *status_listeners.values()]}
-        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
-            if id(listener) not in kept:
-                _close_listener(listener)
-        self.status_listeners = status_listeners
         try:
             files = self.open_files(new.pools)
         except InitError as e:
@@ -294,19 +292,52 @@ class Master:
             self.log.error("reload failed: the running pools keep serving")
             self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
             return
+        for warning in new.warnings:
+            self.log.warning(warning)
+        # Managers of an earlier reload still waiting for their successors: go now.
+        for pid in self.retiring:
+            _kill(pid, signal.SIGQUIT)
+        self.retiring = [pid for pid, m in self.managers.items()
+                         if m.generation == self.generation]
+        self.retire_deadline = time.monotonic() + READY_WAIT
+        kept = {id(x) for x in [*listeners.values(), *status_listeners.values()]}
+        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
+            if id(listener) not in kept:
+                _close_listener(listener)
         for old_files in self.files.values():
             old_files.close()
         self.config, self.listeners, self.files = new, listeners, files
+        self.status_listeners = status_listeners
         self.generation += 1
         self.restart_at.clear()
         for pool in new.pools:
             self.spawn_manager(pool)
-        for pid in retiring:
+        self.log.notice("configuration %s reloaded: %d pool(s) starting; %d old pool "
+                        "manager(s) serve until they are ready" % (
+                            new.path or "(built-in)", len(new.pools), len(self.retiring)))
+
+    def retire_old_generation(self) -> None:
+        """After a reload: once every new pool accepts (a worker is idle; an
+        ondemand pool at once), the old managers finish their requests and go."""
+        if not self.retiring:
+            return
+        if not self.new_generation_ready() and time.monotonic() < self.retire_deadline:
+            return
+        for pid in self.retiring:
             _kill(pid, signal.SIGQUIT)
-        self.log.notice("configuration %s reloaded: %d pool(s); %d old pool manager(s) "
-                        "finishing their requests" % (new.path or "(built-in)", len(new.pools),
-                                                       len(retiring)))
+        self.log.notice("new pool generation is accepting; %d old pool manager(s) finishing "
+                        "their requests" % len(self.retiring))
+        self.retiring = []
         self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
+
+    def new_generation_ready(self) -> bool:
+        for pool in self.config.pools:
+            if pool.pm == "ondemand":
+                continue
+            board = self.boards.get(pool.name)
+            if board is None or not any(s.idle and s.pid for s in board.read()):
+                return False
+        return True
 
     def read_reports(self) -> None:
         """emergency_restart_threshold: that many workers dying of SIGSEGV or
