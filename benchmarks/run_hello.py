@@ -203,7 +203,7 @@ class Peer:
     version: str = ""
 
 
-def start_php_fpm(tmp: Path, workers: int, port: int, opcache: bool = False) -> Peer:
+def start_php_fpm(tmp: Path, port: int, args: argparse.Namespace) -> Peer:
     peer = Peer("php-fpm", tmp / "php-fpm.sock", port)
     docroot = tmp / "www"
     docroot.mkdir(exist_ok=True)
@@ -219,10 +219,10 @@ daemonize = no
 [hello]
 listen = {peer.socket}
 pm = static
-pm.max_children = {workers}
+pm.max_children = {args.workers}
 """)
     argv = [PHP_FPM, "-n", "-F", "-y", str(conf)] + (["-R"] if IS_ROOT else [])
-    if opcache:  # -n loads no php.ini, so no extension: load OPcache by hand
+    if args.php_opcache:  # -n loads no php.ini, so no extension: load OPcache by hand
         argv += ["-d", "zend_extension=opcache.so", "-d", "opcache.enable=1"]
     peer.version = subprocess.run([PHP_FPM, "-n", "-v"], capture_output=True,
                                   text=True).stdout.splitlines()[0]
@@ -230,34 +230,42 @@ pm.max_children = {workers}
     return peer
 
 
-def start_pfm(tmp: Path, workers: int, port: int, opcache: bool = False) -> Peer:
-    peer = Peer("pfm", tmp / "pfm.sock", port)
-    conf = tmp / "pfm.conf"
+def start_pfm(tmp: Path, port: int, args: argparse.Namespace, name: str = "pfm",
+              src: Path = ROOT) -> Peer:
+    """pfm from the source tree `src` (this checkout, or --pfm-base's)."""
+    peer = Peer(name, tmp / f"{name}.sock", port)
+    conf = tmp / f"{name}.conf"
     conf.write_text(f"""\
 ; written by benchmarks/run_hello.py
 [global]
-pid = {tmp}/pfm.pid
-error_log = {tmp}/pfm.log
+pid = {tmp}/{name}.pid
+error_log = {tmp}/{name}.log
 daemonize = no
 
 [hello]
 listen = {peer.socket}
 pm = static
-pm.max_children = {workers}
+pm.max_children = {args.workers}
 app = hello:app
 pythonpath = {APPS}
 """)
     argv = [sys.executable, "-m", "pfm", "-F", "-y", str(conf)] + (["-R"] if IS_ROOT else [])
     env = dict(os.environ)
     # `python -m pfm` from a checkout works without installing the package too
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    # cwd: `python -m` puts the working directory first on sys.path
     peer.version = subprocess.run([sys.executable, "-m", "pfm", "-v"], capture_output=True,
-                                  text=True, env=env).stdout.strip()
-    peer.proc = PROCS.start("pfm", argv, tmp / "pfm.out", env=env, cwd=tmp)
+                                  text=True, env=env, cwd=tmp).stdout.strip() + f" from {src}"
+    peer.proc = PROCS.start(name, argv, tmp / f"{name}.out", env=env, cwd=tmp)
     return peer
 
 
-STARTERS = {"php-fpm": start_php_fpm, "pfm": start_pfm}
+def start_pfm_base(tmp: Path, port: int, args: argparse.Namespace) -> Peer:
+    """Another pfm source tree, to measure a change against (--pfm-base)."""
+    return start_pfm(tmp, port, args, "pfm-base", Path(args.pfm_base).resolve())
+
+
+STARTERS = {"php-fpm": start_php_fpm, "pfm": start_pfm, "pfm-base": start_pfm_base}
 
 
 def free_port() -> int:
@@ -444,7 +452,7 @@ def machine_lines(peers: List[Peer]) -> List[str]:
 
 def table(runs: List[Run], peers: List[str], connections: List[int]) -> List[str]:
     head = ("| peer | conns | req/s (median) | p99 latency | errors / non-2xx "
-            "| backend CPU µs/req | nginx CPU µs/req | pfm/php-fpm req/s | pfm/php-fpm CPU/req |")
+            "| backend CPU µs/req | nginx CPU µs/req | req/s ÷ php-fpm | CPU/req ÷ php-fpm |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in connections:
         medians = {}
@@ -465,7 +473,7 @@ def table(runs: List[Run], peers: List[str], connections: List[int]) -> List[str
                 continue
             rps, p99, err, non2xx, cpu, ng = medians[name]
             ratio_rps = ratio_cpu = ""
-            if name == "pfm" and "php-fpm" in medians:
+            if name != "php-fpm" and "php-fpm" in medians:
                 ratio_rps = f"{rps / medians['php-fpm'][0]:.2f}"
                 ratio_cpu = f"{cpu / medians['php-fpm'][4]:.2f}"
             lines.append(f"| {name} | {c} | {rps:,.0f} | {p99:.2f} ms | {err} / {non2xx} "
@@ -494,6 +502,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="wrk threads (1; leaves the cores to the servers)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per peer (2)")
     p.add_argument("--peers", default="php-fpm,pfm", help="which backends (php-fpm,pfm)")
+    p.add_argument("--pfm-base", metavar="DIR",
+                   help="also run pfm from this source tree (peer pfm-base), e.g. "
+                        "`git archive REV | tar -x -C DIR`, to measure a change")
     p.add_argument("--php-opcache", action="store_true",
                    help="load PHP's OPcache into php-fpm (-n starts it without any "
                         "extension, as the suite's default)")
@@ -512,6 +523,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     unknown = [name for name in args.peers if name not in STARTERS]
     if unknown or not args.peers:
         p.error(f"unknown peer(s) {unknown}; choose among {', '.join(STARTERS)}")
+    if args.pfm_base:
+        if not (Path(args.pfm_base) / "pfm" / "__main__.py").exists():
+            p.error(f"--pfm-base {args.pfm_base}: not a pfm source tree")
+        if "pfm-base" not in args.peers:
+            args.peers.append("pfm-base")
+    elif "pfm-base" in args.peers:
+        p.error("the pfm-base peer needs --pfm-base DIR")
     return args
 
 
@@ -525,9 +543,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     atexit.register(PROCS.stop_all)
 
     tmp = Path(tempfile.mkdtemp(prefix="pfm-bench-"))
+    keep = args.keep_tmp
     try:
-        peers = [STARTERS[name](tmp, args.workers, free_port(), args.php_opcache)
-                 for name in args.peers]
+        peers = [STARTERS[name](tmp, free_port(), args) for name in args.peers]
         for peer in peers:
             wait_for(f"{peer.name} on {peer.socket}", lambda p=peer: unix_accepts(p.socket),
                      peer.proc, [tmp / f"{peer.name}.out", tmp / f"{peer.name}.log"])
@@ -580,10 +598,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             out.write_text("\n".join(report) + "\n")
             log(f"wrote {out}")
         return 0
+    except BaseException as exc:
+        # a failure keeps the configs and logs for a look; Ctrl-C and signals do not
+        interrupted = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code >= 128)
+        keep = keep or not interrupted
+        raise
     finally:
         PROCS.stop_all()
-        if args.keep_tmp:
-            log(f"kept {tmp}")
+        if keep:
+            log(f"kept {tmp} (configs and logs)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
