@@ -15,7 +15,7 @@ DEFAULT_CONFIG = "/etc/pfm/pfm.conf"
 
 USAGE = """\
 Usage: pfm [-y CONFIG] [-t] [-F | -D] [-O] [-R] [-g PIDFILE] [-p PREFIX]
-       pfm --app MODULE:CALLABLE --listen ADDRESS [--workers N]
+       pfm --app MODULE:CALLABLE --listen ADDRESS [--workers N] [--user NAME] [-R]
 """
 
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="127.0.0.1:9000, [::1]:9000, 9000 or /path/to.sock "
                             "(default 127.0.0.1:9000)")
     quick.add_argument("--workers", type=int, metavar="N", help="number of workers (default 2)")
+    quick.add_argument("--user", metavar="NAME",
+                       help="run the workers as this user (when started as root)")
     return p
 
 
@@ -82,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         stderr_line(ERROR, "pfm initialization failed")
         return EX_CONFIG
 
+    from .isolation import root_pool_errors
+    problems = [] if args.allow_to_run_as_root else root_pool_errors(config)
+    if problems:
+        for level, message in problems:
+            stderr_line(level, message)
+        stderr_line(ERROR, "pfm initialization failed")
+        return EX_CONFIG
+
     if args.test:
         for warning in config.warnings:
             stderr_line(WARNING, warning)
@@ -102,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_config(args, cfg):
     """-y, else PREFIX/etc/pfm.conf, else /etc/pfm/pfm.conf, else quick mode or the demo."""
-    if args.app or args.listen or args.workers:
+    if args.app or args.listen or args.workers or args.user:
         if args.config:
-            raise cfg.ConfigError("--app/--listen/--workers run one pool without a config "
-                                  "file; they cannot be combined with -y")
+            raise cfg.ConfigError("--app/--listen/--workers/--user run one pool without a "
+                                  "config file; they cannot be combined with -y")
+        extra = {"user": args.user} if args.user else {}
         return cfg.quick_config(args.app or "pfm.demo:app", args.listen or "127.0.0.1:9000",
-                                args.workers or 2)
+                                args.workers or 2, catch_workers_output=True, **extra)
     path = args.config
     if path is None and args.prefix:
         path = os.path.join(args.prefix, "etc", "pfm.conf")

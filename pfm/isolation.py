@@ -97,6 +97,21 @@ def runs_as_root(pool) -> bool:
     return uid == 0 or gid == 0
 
 
+def root_pool_errors(config) -> list:
+    """php-fpm's refusal to run a pool as root without -R: (level, message) pairs."""
+    from .log import ALERT, ERROR
+    if os.geteuid() != 0:
+        return []
+    errors = []
+    for pool in config.pools:
+        if not pool.user:
+            errors.append((ALERT, "[pool %s] user has not been defined" % pool.name))
+        elif runs_as_root(pool):
+            errors.append((ERROR, "[pool %s] please specify user and group other than root"
+                           % pool.name))
+    return errors
+
+
 def apply_environment(pool) -> None:
     """clear_env, env[NAME], and USER/HOME of the pool's user (php-fpm)."""
     if pool.clear_env:

@@ -300,7 +300,8 @@ class Pfm:
     # -- life cycle ------------------------------------------------------------
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "pfm", "-F", "-y", str(self.conf_path)] + self.args
+        # -R: the suite runs as root in CI; pools without `user` run as root then.
+        return [sys.executable, "-m", "pfm", "-F", "-R", "-y", str(self.conf_path)] + self.args
 
     def start(self, wait: bool = True, workers: bool = True) -> "Pfm":
         out = open(self.out_path, "ab")

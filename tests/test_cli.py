@@ -17,8 +17,10 @@ from harness import TIME_PREFIX, fcgi_get, wait_for
 EX_USAGE, EX_CONFIG = 64, 78
 
 
-def pfm_cmd(*args, cwd=None, timeout=30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pfm", *map(str, args)],
+def pfm_cmd(*args, cwd=None, timeout=30, root_ok=True) -> subprocess.CompletedProcess:
+    """Run pfm; with -R unless `root_ok` is False (CI runs the suite as root)."""
+    flags = ["-R"] if root_ok else []
+    return subprocess.run([sys.executable, "-m", "pfm", *flags, *map(str, args)],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           env=harness.test_env(), cwd=str(cwd) if cwd else None,
                           timeout=timeout)
@@ -200,7 +202,7 @@ def test_prefix_finds_config_and_relative_paths(run_dir):
     assert proc.returncode == 0, proc.stderr
     assert "configuration file %s test is successful" % conf in proc.stderr
 
-    master = subprocess.Popen([sys.executable, "-m", "pfm", "-F", "-p", str(run_dir)],
+    master = subprocess.Popen([sys.executable, "-m", "pfm", "-F", "-R", "-p", str(run_dir)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=harness.test_env(),
                               start_new_session=True)
@@ -234,7 +236,7 @@ def test_quick_mode_serves_an_app(run_dir, transport):
     listen = ("127.0.0.1:%d" % harness.free_port() if transport == "tcp"
               else str(run_dir / "quick.sock"))
     out = open(run_dir / "quick.out", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pfm", "--app", "testapps:app",
+    proc = subprocess.Popen([sys.executable, "-m", "pfm", "-R", "--app", "testapps:app",
                              "--listen", listen, "--workers", "3"],
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             cwd=str(harness.APPS), env=harness.test_env(),
@@ -280,3 +282,19 @@ def test_config_error_at_start_exits_78(run_dir):
     conf = write_conf(run_dir, text)
     proc = pfm_cmd("-F", "-y", conf)
     _assert_config_failure(proc, conf, line_of(text, "pm = sometimes"), "pm")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal applies to a root master only")
+def test_root_pool_is_refused_without_R(run_dir):
+    """As root, a pool without `user` (or with a root user) is refused with
+    php-fpm's messages and exit 78, unless -R allows it."""
+    conf = write_conf(run_dir, good_conf(run_dir))
+    proc = pfm_cmd("-t", "-y", conf, root_ok=False)
+    assert proc.returncode == EX_CONFIG
+    assert re.search(r"ALERT: \[pool www\] user has not been defined", proc.stderr)
+    assert "pfm initialization failed" in proc.stderr
+    rooted = write_conf(run_dir, good_conf(run_dir).replace("[www]", "[www]\nuser = root"))
+    proc = pfm_cmd("-t", "-y", rooted, root_ok=False)
+    assert proc.returncode == EX_CONFIG
+    assert "[pool www] please specify user and group other than root" in proc.stderr
+    assert pfm_cmd("-t", "-y", rooted).returncode == 0

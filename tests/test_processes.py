@@ -220,7 +220,7 @@ def test_daemonize_with_pid_file(pfm_factory, how):
         p.conf_path.write_text(p.config_text.replace(
             "[global]\n", "[global]\npid = %s\n" % pidfile, 1))
         args = ["-D"] if how == "-D" else []
-    cmd = [sys.executable, "-m", "pfm", "-y", str(p.conf_path)] + args
+    cmd = [sys.executable, "-m", "pfm", "-R", "-y", str(p.conf_path)] + args
     master = None
     try:
         t0 = time.monotonic()
