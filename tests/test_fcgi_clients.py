@@ -149,6 +149,46 @@ def test_connection_without_keep_conn_is_closed_after_the_response(pfm):
         assert c.next_event() is fastcgi.CLOSED
 
 
+def test_worker_drains_before_closing_so_trailing_records_are_harmless(pfm_factory):
+    """Without FCGI_KEEP_CONN the worker half-closes after END_REQUEST and
+    drains what the client still sends before closing (php-fpm: shutdown(
+    SHUT_WR), drain, close). A client that sends more after its STDIN end -
+    flup6's client always sends an empty FCGI_DATA record there - must not get
+    EPIPE (unix socket) or a reset (TCP) for it."""
+    p = pfm_factory(pool={"listen": "unix", "pm.max_children": 1})
+    failures = []
+    for i in range(10):
+        with FcgiConnection(p.address()) as c:
+            c.send(fastcgi.encode_request(request_params("/hello")))
+            r = c.read_response()
+            assert r.status == 200
+            time.sleep(0.02)
+            try:
+                c.send(fastcgi.encode_record(fastcgi.DATA, 1))
+            except OSError as e:
+                failures.append((i, harness.errno_name(e)))
+                continue
+            assert c.next_event() is fastcgi.CLOSED
+    assert not failures, "the worker closed without draining: %r" % failures
+
+
+def test_flup_client_many_posts_over_a_unix_socket(pfm_factory):
+    """200 POSTs with flup6's client over a unix socket all succeed (it sends an
+    empty FCGI_DATA record after the body, racing the worker's close)."""
+    p = pfm_factory(pool={"listen": "unix"})
+    failures = []
+    for i in range(200):
+        payload = b"%d" % i * 10
+        try:
+            status, _, body, _ = harness.flup_request(p.address(), "/echo", method="POST",
+                                                      body=payload)
+            if status != "200 OK" or body != payload:
+                failures.append((i, status, body[:50]))
+        except OSError as e:
+            failures.append((i, harness.errno_name(e)))
+    assert not failures, failures[:10]
+
+
 def test_get_values_then_requests_on_the_same_connection(pfm):
     """GET_VALUES is answered with FCGI_MPXS_CONNS=0 and leaves the connection
     open: GET_VALUES, a request, GET_VALUES again (php-fpm's bug76922 test)."""

@@ -103,6 +103,32 @@ def test_pm_max_requests_recycles_the_worker(pfm_factory):
     assert info["pid"] == second and info["requests"] == 1
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("children", [1, 2])
+def test_pm_max_requests_1_every_retiree_leaves_and_the_pool_keeps_serving(pfm_factory,
+                                                                             children):
+    """pm.max_requests = 1 under a stream of requests: each worker serves one
+    request and exits, its replacement serves the next. 60 requests are all
+    answered promptly, by 60 different workers, and none of them lingers
+    (a retiring worker that misses its SIGQUIT would hold its slot and, with
+    one worker, leave the pool with nobody accepting)."""
+    p = pfm_factory(pool={"pm.max_children": children, "pm.max_requests": 1})
+    served = []
+    for i in range(60):
+        try:
+            r = fcgi_get(p.address(), "/pid", timeout=5)
+        except OSError as e:
+            alive = [(x, harness.cmdline(x)) for x in p.tree()]
+            pytest.fail("request %d got no answer in 5 s (%r); processes %r\n%s"
+                        % (i, e, alive, p.log()[-3000:]))
+        served.append(r.json()["pid"])
+    assert len(set(served)) == 60
+    wait_for(lambda: not any(harness.alive(x) for x in served), 5,
+             "every retired worker to exit",
+             on_fail=lambda: "lingering: %r\n%s" % (
+                 [x for x in served if harness.alive(x)], p.log()[-3000:]))
+
+
 def test_app_that_fails_to_import_is_logged_and_retried(pfm_factory):
     """An app whose import raises: the worker logs that it failed to
     initialize, with the traceback; the manager keeps retrying (with a pause)
