@@ -72,6 +72,7 @@ class Worker:
         self.max_requests = max_requests_for_worker(pool, random.Random(self.pid))
         self.max_memory = pool.pm_max_memory or 0
         self.retire_reason: str | None = None
+        self.cpu_used = 0.0          # user+system CPU seconds at the end of the last request
         self.retire_fd = retire_fd
         self.max_params_bytes = pool.max_params_bytes
         # ping.path and pm.status_path are answered from the scoreboard, never by the app.
@@ -313,7 +314,6 @@ class Worker:
         get = params.get
         self.current_params = params
         start = time.monotonic()
-        cpu0 = time.process_time()
         self.slot.request_start(get("REQUEST_METHOD", "").encode("latin-1"),
                                 get("SCRIPT_NAME", "").encode("latin-1"),
                                 get("QUERY_STRING", "").encode("latin-1"),
@@ -334,19 +334,26 @@ class Worker:
         if self.access_format is not None:
             self.write_access_log(sock, params, response, started)
         keep = ok and request.keep_conn and not response.released
-        self.request_end(start, cpu0, keep, params)
+        self.request_end(start, keep, params)
         if not ok:
             return False
         body.drain()
         conn.request_done()
         return keep
 
-    def request_end(self, start: float, cpu0: float, keep: bool, params: dict) -> None:
-        """The slot goes idle with the request's figures; decide on recycling."""
+    def request_end(self, start: float, keep: bool, params: dict) -> None:
+        """The slot goes idle with the request's figures; decide on recycling.
+
+        One getrusage(2) gives both: the CPU spent since the previous request
+        ended (this request, plus the accept that began it) and the peak RSS.
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID) twice per request costs more."""
         now = time.monotonic()
         elapsed = now - start
-        cpu = 100.0 * (time.process_time() - cpu0) / elapsed if elapsed > 0 else 0.0
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        cpu = 100.0 * (used - self.cpu_used) / elapsed if elapsed > 0 else 0.0
+        self.cpu_used = used
+        memory = usage.ru_maxrss * 1024
         self.slot.request_end(now, cpu, memory, KEEPALIVE if keep and self.kept else IDLE)
         if self.max_requests and self.requests >= self.max_requests:
             self.retire_reason = "max_requests"
@@ -572,6 +579,21 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
             pass
 
 
+# benchmarks/profile.py sets this: each worker then runs under cProfile and
+# writes PFM_PROFILE_DIR/worker-PID.prof when it stops (SIGQUIT). Read at
+# import, in the master, before any pool clears its environment.
+PROFILE_DIR = os.environ.get("PFM_PROFILE_DIR")
+
+
+def profiled(run) -> int:
+    import cProfile
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(run)
+    finally:
+        profiler.dump_stats(os.path.join(PROFILE_DIR, "worker-%d.prof" % os.getpid()))
+
+
 def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=None,
                 slot_index: int = -1, retire_fd: int = -1, handoff=None) -> None:
     """Entry point of a forked worker; never returns into the manager's code."""
@@ -600,7 +622,7 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
                     log.error("[pool %s] child %d: %s" % (pool.name, worker.pid, line))
                 os._exit(procutil.EXIT_BOOT_FAILED)
         worker.slot.set_stage(IDLE, time.monotonic())
-        code = worker.run()
+        code = profiled(worker.run) if PROFILE_DIR else worker.run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
