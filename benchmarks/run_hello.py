@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -176,19 +176,34 @@ def proc_table() -> Dict[int, Tuple[int, int]]:
     return table
 
 
-def tree_cpu(root_pid: int) -> float:
-    """CPU seconds used by a process and all its descendants, living or reaped."""
+def role(pid: int) -> str:
+    """master, manager or worker, from the process title (pfm's and php-fpm's)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "worker"
+    if "master process" in title:
+        return "master"
+    return "manager" if title.endswith(" manager") else "worker"
+
+
+def tree_cpu(root_pid: int) -> Dict[str, float]:
+    """CPU seconds used by a process and all its descendants, living or reaped,
+    by role ("master", "manager", "worker"; a reaped child counts for its parent)."""
     table = proc_table()
     children: Dict[int, List[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root_pid]
+    by_role: Dict[str, float] = {}
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         if pid in table:
-            total += table[pid][1]
+            name = role(pid)
+            by_role[name] = by_role.get(name, 0.0) + table[pid][1] / CLK_TCK
         todo.extend(children.get(pid, ()))
-    return total / CLK_TCK
+    return by_role
 
 
 # ---- the peers ----------------------------------------------------------------------------
@@ -376,6 +391,7 @@ class Run:
     non2xx: int
     cpu_us: float = 0.0         # backend tree CPU per request
     nginx_us: float = 0.0       # nginx CPU per request
+    roles_us: Dict[str, float] = field(default_factory=dict)   # cpu_us by process role
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -419,8 +435,10 @@ def measure(peer: Peer, nginx: subprocess.Popen, connections: int, duration: flo
     cpu1, ng1 = tree_cpu(peer.proc.pid), tree_cpu(nginx.pid)
     rps, p99, requests, errors, non2xx = parse_wrk(out)
     per = 1e6 / requests if requests else float("nan")
+    roles = {name: (cpu1.get(name, 0.0) - cpu0.get(name, 0.0)) * per
+             for name in ("master", "manager", "worker") if name in cpu1}
     return Run(peer.name, connections, rps, p99, requests, errors, non2xx,
-               (cpu1 - cpu0) * per, (ng1 - ng0) * per)
+               sum(roles.values()), (sum(ng1.values()) - sum(ng0.values())) * per, roles)
 
 
 # ---- report -----------------------------------------------------------------------------
@@ -484,7 +502,8 @@ def table(runs: List[Run], peers: List[str], connections: List[int]) -> List[str
 def every_run(runs: List[Run]) -> List[str]:
     return [f"  {r.peer:8} c={r.connections:<4} {r.rps:10,.0f} req/s  p99 {r.p99_ms:7.2f} ms  "
             f"{r.requests:8} req  err {r.errors}/{r.non2xx}  cpu {r.cpu_us:6.0f} µs/req  "
-            f"nginx {r.nginx_us:5.0f} µs/req" for r in runs]
+            f"nginx {r.nginx_us:5.0f} µs/req  ("
+            + ", ".join(f"{k} {v:.0f}" for k, v in r.roles_us.items()) + ")" for r in runs]
 
 
 # ---- main -------------------------------------------------------------------------------
