@@ -35,14 +35,15 @@ class InitError(Exception):
 
 
 class Manager:
-    __slots__ = ("pid", "pool", "started", "generation", "control")
+    __slots__ = ("pid", "pool", "started", "generation", "control", "board")
 
-    def __init__(self, pid: int, pool, started: float, generation: int, control):
+    def __init__(self, pid: int, pool, started: float, generation: int, control, board):
         self.pid = pid
         self.pool = pool
         self.started = started
         self.generation = generation
         self.control = control      # our end of the socket to this manager
+        self.board = board          # its pool's scoreboard (the master only reads it)
 
 
 class Master:
@@ -458,12 +459,15 @@ class Master:
                     files.close()
             for manager in self.managers.values():
                 manager.control.close()
+            for name, other_board in self.boards.items():
+                if name != pool.name or other_board is not board:
+                    other_board.close()    # another pool's scoreboard is none of its business
             manager_main(Inherited(pool, listener, self.files[pool.name], self.log, board,
                                    self.lifeline_r, self.report_w, theirs, master,
                                    self.config.global_.process_control_timeout,
                                    self.status_listeners.get(pool.name)))
         theirs.close()
-        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours)
+        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours, board)
         self.boards[pool.name] = board
         self.restart_at.pop(pool.name, None)
 
@@ -479,6 +483,8 @@ class Master:
             if manager is None:
                 continue
             manager.control.close()
+            if self.boards.get(manager.pool.name) is not manager.board:
+                manager.board.close()
             how, bad = procutil.describe_exit(status)
             if self.state != "running" or manager.generation != self.generation:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
