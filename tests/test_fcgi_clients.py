@@ -17,7 +17,7 @@ import time
 
 import harness
 import pytest
-from harness import TIME_PREFIX, Background, FcgiConnection, fcgi_get, request_params
+from harness import TIME_PREFIX, Background, FcgiConnection, fcgi_get, request_params, wait_for
 
 from pfm import fastcgi
 
@@ -348,6 +348,66 @@ def test_killed_worker_costs_only_its_own_request(pfm, run_dir):
     assert victim not in workers and other in workers
     for _ in range(4):
         assert fcgi_get(pfm.address(), "/hello").status == 200
+
+
+# ---- a saturated pool: the manager holds connections and hands them over -------------------
+
+
+@pytest.fixture
+def saturable(pfm_factory):
+    """One worker and a ping.path: when the worker is busy the pool manager
+    accepts waiting connections itself (to answer ping/status) and hands the
+    ordinary requests to the worker with the bytes it already read."""
+    return pfm_factory(pool={"pm.max_children": 1, "ping.path": "/ping"})
+
+
+def _keep_busy(p, run_dir, seconds=1.5):
+    path, name = run_dir / "busy", "s=%s&started=%s" % (seconds, run_dir / "busy")
+    busy = Background(fcgi_get, p.address(), "/sleep", name, timeout=30)
+    wait_for(lambda: path.exists(), 10, "the worker to be busy")
+    time.sleep(0.3)  # past the manager's saturation delay
+    return busy
+
+
+@pytest.mark.parametrize("split_at", [None, 300, 9000])
+def test_request_handed_over_while_saturated_arrives_intact(saturable, run_dir, split_at):
+    """A request that arrives while every worker is busy reaches the app byte
+    for byte, whether its records come in one write or its params are split
+    across writes (so the manager reads it in several pieces): 200 KB of body
+    hashed right, no protocol error."""
+    busy = _keep_busy(saturable, run_dir)
+    body = os.urandom(200000)
+    req = fastcgi.encode_request(request_params("/upload", method="POST", body=body), body)
+    with FcgiConnection(saturable.address(), timeout=20) as c:
+        if split_at:
+            c.send(req[:split_at])
+            time.sleep(0.3)
+            c.send(req[split_at:])
+        else:
+            c.send(req)
+        r = c.read_response()
+    assert r.status == 200, (r.status, r.body[:200], saturable.log()[-2000:])
+    info = r.json()
+    assert info["size"] == len(body) and info["sha256"] == hashlib.sha256(body).hexdigest()
+    assert busy.join_result().status == 200
+    assert "malformed" not in saturable.log()
+
+
+@pytest.mark.timeout(60)
+def test_saturated_pool_serves_every_waiting_request_and_answers_ping(saturable, run_dir):
+    """While the only worker is busy, ping is answered at once by the manager,
+    and 10 requests that wait are all served, correctly, once it is free."""
+    busy = _keep_busy(saturable, run_dir, seconds=2)
+    t0 = time.monotonic()
+    r = fcgi_get(saturable.address(), "/ping", timeout=5)
+    assert r.status == 200 and r.body == b"pong"
+    assert time.monotonic() - t0 < 1.0
+    waiting = [Background(fcgi_get, saturable.address(), "/echo", method="POST",
+                          body=b"req %d " % i * 1000, timeout=30) for i in range(10)]
+    for i, w in enumerate(waiting):
+        r = w.join_result(30)
+        assert r.status == 200 and r.body == b"req %d " % i * 1000
+    assert busy.join_result().status == 200
 
 
 # ---- WSGI over the raw client -----------------------------------------------------------------
