@@ -506,6 +506,38 @@ def test_exception_after_output_drops_the_connection_without_end_request(one_wor
     assert r.status == 200 and r.json()["pid"] == worker
 
 
+@pytest.mark.parametrize("kind", ["str", "nostart", "badstatus", "badheader", "twice", "none"])
+def test_pep3333_violations_give_500_and_the_worker_survives(one_worker, kind):
+    """An app that breaks PEP 3333 (str body, no start_response, a bad status
+    or header, start_response twice, None returned) gets a 500 - never a
+    malformed response or an injected header - an error in the log, and the
+    same worker serves the next request."""
+    worker = one_worker.worker_pids()[0]
+    mark = one_worker.log_size()
+    r = fcgi_get(one_worker.address(), "/bad", "kind=" + kind)
+    assert r.status == 500, (r.status, r.headers, r.body)
+    assert r.header("X-Injected") is None
+    one_worker.wait_log(r"ERROR: \[pool www\] child %d" % worker, start=mark)
+    r = fcgi_get(one_worker.address(), "/pid")
+    assert r.status == 200 and r.json()["pid"] == worker
+
+
+@pytest.mark.timeout(30)
+def test_client_gone_mid_response_does_not_hurt_the_worker(one_worker):
+    """The web server closes the connection while a streamed response is being
+    written: the worker notices, drops the request and serves the next one."""
+    worker = one_worker.worker_pids()[0]
+    with FcgiConnection(one_worker.address()) as c:
+        c.send(fastcgi.encode_request(request_params("/stream", "n=30&delay=0.05")))
+        event = c.next_event()
+        assert isinstance(event, fastcgi.Stdout)
+    t0 = time.monotonic()
+    r = fcgi_get(one_worker.address(), "/pid", timeout=10)
+    assert r.status == 200 and r.json()["pid"] == worker
+    assert time.monotonic() - t0 < 3
+    assert "Traceback" not in one_worker.log()
+
+
 def test_wsgi_errors_reach_the_error_log(pfm):
     """Text written to wsgi.errors appears in pfm's error log, tagged with the pool."""
     assert fcgi_get(pfm.address(), "/errors", "token=errs789").status == 200

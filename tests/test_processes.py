@@ -17,6 +17,7 @@ import time
 
 import harness
 import pytest
+import requests
 from harness import TIME_PREFIX, Background, fcgi_get, wait_for
 
 
@@ -225,6 +226,60 @@ def test_killed_pool_manager_is_restarted(pfm):
     new_workers = pfm.wait_workers()["www"]
     assert not set(new_workers) & set(old_workers)
     harness.wait_serving(pfm.address())
+
+
+@pytest.mark.timeout(40)
+def test_sigquit_does_not_wait_for_idle_kept_alive_connections(pfm_factory, nginx_factory):
+    """Workers holding idle connections that nginx keeps alive (fastcgi_keep_conn
+    + upstream keepalive) still stop promptly on SIGQUIT: an idle kept
+    connection is not a request in flight."""
+    p = pfm_factory(pool={"pm.max_children": 2})
+    n = nginx_factory(p.backend(), keepalive=2)
+    with requests.Session() as s:
+        for _ in range(10):
+            assert s.get(n.url + "/hello", timeout=10).status_code == 200
+    wait_for(lambda: harness.established_to(p.port) >= 1, 5, "a kept-alive connection")
+    tree = p.tree()
+    os.kill(p.pid, signal.SIGQUIT)
+    wait_for(lambda: _gone(tree), 5, "every pfm process to exit",
+             on_fail=lambda: repr([(x, harness.cmdline(x)) for x in tree if harness.alive(x)]))
+    assert p.proc.wait(5) == 0
+
+
+# ---- logs -------------------------------------------------------------------------------------
+
+
+def test_usr1_reopens_the_error_log_everywhere(pfm, run_dir):
+    """SIGUSR1 after logrotate moved the file: the master logs 'error log file
+    re-opened' into a new file, and what workers log afterwards (wsgi.errors,
+    tracebacks) lands there too, not in the rotated file."""
+    rotated = pfm.log_path.with_name("pfm.log.1")
+    os.rename(pfm.log_path, rotated)
+    os.kill(pfm.pid, signal.SIGUSR1)
+    pfm.wait_log(r"^%sNOTICE: error log file re-opened$" % TIME_PREFIX)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:   # workers may be replaced to pick up the new file
+        assert fcgi_get(pfm.address(), "/errors", "token=after-usr1").status == 200
+        if "after-usr1" in pfm.log():
+            break
+        time.sleep(0.2)
+    assert "after-usr1" in pfm.log(), pfm.diagnostics()
+    fcgi_get(pfm.address(), "/boom", "token=rot")
+    pfm.wait_log(r"RuntimeError: boom rot")
+    assert "after-usr1" not in harness.read_text(rotated)
+    assert "boom rot" not in harness.read_text(rotated)
+
+
+def test_log_level_warning_hides_notices(pfm_factory):
+    """log_level = warning: no NOTICE line at all, WARNINGs still logged."""
+    p = pfm_factory(global_={"log_level": "warning"}, wait=False)
+    harness.wait_serving(p.address())
+    victim = p.wait_workers()["www"][0]
+    os.kill(victim, signal.SIGKILL)
+    p.wait_log(r"WARNING: \[pool www\] child %d exited on signal 9" % victim)
+    p.wait_workers(exclude=(victim,))
+    p.stop()
+    assert "NOTICE" not in p.log(), p.log()
 
 
 # ---- daemonizing --------------------------------------------------------------------------

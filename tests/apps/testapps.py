@@ -283,6 +283,31 @@ def status(environ, start_response):
     return [body]
 
 
+def bad(environ, start_response):
+    """PEP 3333 violations by the app (?kind=): each must give a 500 and a log
+    line, never a broken response or a dead worker."""
+    kind = _query(environ).get("kind", "str")
+    if kind == "str":                       # a str body instead of bytes
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["not bytes"]
+    if kind == "nostart":                   # never calls start_response
+        return [b"no start_response"]
+    if kind == "badstatus":
+        start_response("OK", [("Content-Type", "text/plain")])
+        return [b"bad status"]
+    if kind == "badheader":
+        start_response("200 OK", [("Content-Type", "text/plain\r\nX-Injected: 1")])
+        return [b"bad header"]
+    if kind == "twice":                     # start_response twice without exc_info
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"twice"]
+    if kind == "none":                      # returns None
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return None
+    raise ValueError(kind)
+
+
 ROUTES = {
     "/": hello,
     "/hello": hello,
@@ -303,6 +328,7 @@ ROUTES = {
     "/errors": errors,
     "/output": output,
     "/status": status,
+    "/bad": bad,
 }
 
 
