@@ -13,7 +13,8 @@ from __future__ import annotations
 import array
 import socket
 
-MAX_BYTES = 65536    # what the manager reads before deciding; nginx sends params first
+MAX_BYTES = 65536    # what the manager reads before deciding (nginx sends params first);
+                     # a message never carries more, so the worker's receive buffer fits it
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -38,8 +39,7 @@ def receive(sock: socket.socket, family: int):
     """(connection, bytes) or None if another worker took it first."""
     fds = array.array("i")
     try:
-        data, ancdata, _flags, _addr = sock.recvmsg(MAX_BYTES + 1,
-                                                    socket.CMSG_LEN(fds.itemsize))
+        data, ancdata, _flags, _addr = sock.recvmsg(MAX_BYTES, socket.CMSG_LEN(fds.itemsize))
     except BlockingIOError:
         return None
     for level, kind, payload in ancdata:

@@ -129,8 +129,13 @@ class StatusDesk:
         held = self.held.get(fd)
         if held is None:
             return
+        room = handoff.MAX_BYTES - len(held.raw)
+        if room <= 0:
+            # A hand-off message holds at most MAX_BYTES: the worker reads the rest.
+            self.pass_on(held)
+            return
         try:
-            data = held.sock.recv(handoff.MAX_BYTES)
+            data = held.sock.recv(room)
         except BlockingIOError:
             return
         except OSError:

@@ -26,7 +26,7 @@ from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
 from .handoff import receive
 from .pool import max_requests_for_worker
 from .requestwatch import install_stack_dumps
-from .scoreboard import FINISHING, IDLE, KEEPALIVE, READING, RETIRING
+from .scoreboard import FINISHING, IDLE, KEEPALIVE, RETIRING
 from .statusdesk import answer
 from .wsgi import (
     ErrorStream,
@@ -38,7 +38,10 @@ from .wsgi import (
     reraise,
 )
 
-RECV_SIZE = 262144
+RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
+LINGER_TIMEOUT = 5.0         # a closed connection's peer gets this long to close its side
+MAX_LINGERING = 64           # connections being closed gracefully at once, at most
+KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
 
@@ -73,6 +76,8 @@ class Worker:
         self.max_memory = pool.pm_max_memory or 0
         self.retire_reason: str | None = None
         self.cpu_used = 0.0          # user+system CPU seconds at the end of the last request
+        # Per-request CPU and memory only feed the status page: skip the syscall without one.
+        self.measure = bool(pool.pm_status_path or pool.pm_status_listen)
         self.retire_fd = retire_fd
         self.max_params_bytes = pool.max_params_bytes
         # ping.path and pm.status_path are answered from the scoreboard, never by the app.
@@ -85,6 +90,8 @@ class Worker:
         self.interruptible = False   # True while blocked waiting for a new request
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
+        self.closing: dict[int, tuple[socket.socket, float]] = {}  # half-closed, draining
+        self.answered = False        # the last request's response went out complete
         self.handoff = handoff      # the pool's hand-off socket, shared by its workers
         self.errors = ErrorStream(self._said_into_stderr)
         self.access_fd = files.access_fd if files is not None else -1
@@ -145,9 +152,11 @@ class Worker:
             while not (self.stopping or self.retire_reason):
                 self.interruptible = True
                 try:
-                    ready = epoll.poll()
+                    ready = epoll.poll(LINGER_TIMEOUT if self.closing else -1)
                 finally:
                     self.interruptible = False
+                if self.closing:
+                    self.expire_lingering()
                 if len(ready) > 1:
                     # Connections the manager already holds waited longest: first.
                     ready.sort(key=lambda item: item[0] != self.hfd)
@@ -156,9 +165,12 @@ class Worker:
                     if taken is None:
                         continue
                     sock, conn, was_kept = taken
-                    if self.serve(sock, conn, was_kept):
+                    outcome = self.serve(sock, conn, was_kept)
+                    if outcome is KEEP:
                         kept[sock.fileno()] = (sock, conn)
                         epoll.register(sock.fileno(), select.EPOLLIN)
+                    elif outcome is LINGER:
+                        self.linger(sock)
                     else:
                         sock.close()
                     if fd == self.lfd:
@@ -175,6 +187,9 @@ class Worker:
             for sock, _conn in kept.values():
                 sock.close()
             kept.clear()
+            for sock, _deadline in self.closing.values():
+                sock.close()
+            self.closing.clear()
             epoll.close()
         if self.retire_reason and not self.stopping:
             self.retire()
@@ -184,21 +199,21 @@ class Worker:
         """pm.max_requests or pm.max_memory reached: accept nothing more, tell
         the manager, and wait for its SIGQUIT once the replacement is forked."""
         self.slot.set_stage(RETIRING, time.monotonic())
-        try:
-            os.write(self.retire_fd, struct.pack("=i", self.pid))
-        except OSError:
-            return
+        # Interruptible before the manager can know: its SIGQUIT may come at once.
         self.interruptible = True
         try:
-            time.sleep(RETIRE_WAIT)
-        except _Shutdown:
+            os.write(self.retire_fd, struct.pack("=i", self.pid))
+            if not self.stopping:
+                time.sleep(RETIRE_WAIT)
+        except (_Shutdown, OSError):
             pass
         finally:
             self.interruptible = False
 
     def take(self, fd: int):
-        """The connection behind a ready descriptor: (sock, codec, was_kept), or None."""
-        self.slot.set_stage(READING, time.monotonic())
+        """The connection behind a ready descriptor: (sock, codec, was_kept), or None.
+        (No "Reading headers" stage write here: nginx sends the params at once,
+        and a clock read is a real system call on some VMs.)"""
         if fd == self.lfd:
             try:
                 cfd, addr = self.listen_sock._accept()
@@ -221,9 +236,50 @@ class Worker:
             conn = fastcgi.ServerConnection(self.max_params_bytes)
             conn.receive_data(data)
             return sock, conn, False
+        if fd in self.closing:
+            self.finish_linger(fd)
+            return None
         sock, conn = self.kept.pop(fd)
         self.epoll.unregister(fd)
         return sock, conn, True
+
+    def linger(self, sock: socket.socket) -> None:
+        """Close the way php-fpm does, without waiting here: half-close, then
+        read and discard what the client still sends until it closes. A close
+        with bytes left unread would reset the connection (TCP) or fail the
+        client's next write (unix socket) - flup6's client sends an empty DATA
+        record after the body, for one."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if len(self.closing) >= MAX_LINGERING:
+            oldest = next(iter(self.closing))
+            self.finish_linger(oldest, force=True)
+        fd = sock.fileno()
+        self.closing[fd] = (sock, time.monotonic() + LINGER_TIMEOUT)
+        self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+
+    def finish_linger(self, fd: int, force: bool = False) -> None:
+        sock, _deadline = self.closing[fd]
+        if not force:
+            try:
+                while sock.recv(RECV_SIZE, socket.MSG_DONTWAIT):
+                    pass
+            except BlockingIOError:
+                return      # not closed yet: keep waiting
+            except OSError:
+                pass
+        del self.closing[fd]
+        self.epoll.unregister(fd)
+        sock.close()
+
+    def expire_lingering(self) -> None:
+        now = time.monotonic()
+        for fd, (_sock, deadline) in list(self.closing.items()):
+            if now >= deadline:
+                self.finish_linger(fd, force=True)
 
     def allowed_clients(self) -> set[str] | None:
         """listen.allowed_clients as a set of normalized addresses (TCP only)."""
@@ -240,9 +296,10 @@ class Worker:
                        % (self.name, ip))
         return False
 
-    def serve(self, sock: socket.socket, conn, kept: bool) -> bool:
+    def serve(self, sock: socket.socket, conn, kept: bool):
         """Serve requests on one connection until it needs to wait for the
-        next one. True: kept alive and idle (watch it); False: close it.
+        next one. KEEP: kept alive and idle (watch it); LINGER: the last
+        response is complete, close gracefully; DROP: close now.
         `kept`: an idle kept-alive connection that became readable."""
         recv = sock.recv
         served = kept
@@ -256,18 +313,18 @@ class Worker:
                     if out:
                         sock.sendall(out)
                     if served and conn.active_request_id is None:
-                        return True
+                        return KEEP
                     conn.receive_data(recv(RECV_SIZE))
                     continue
                 if type(event) is Request:
                     if not self.handle(sock, conn, event):
-                        return False
+                        return LINGER if self.answered else DROP
                     served = True
                     if self.stopping or self.retire_reason:
-                        return False
+                        return DROP
                     continue
                 if event is fastcgi.CLOSED:
-                    return False
+                    return DROP
                 if type(event) is Abort and conn.active_request_id == event.request_id:
                     # Aborted before its params were complete: end it, nothing ran.
                     sock.sendall(fastcgi.end_request(event.request_id))
@@ -281,7 +338,7 @@ class Worker:
                             % (self.prefix, FIRST_RECORD_TIMEOUT))
         except (ConnectionLost, ConnectionError):
             pass
-        return False
+        return DROP
 
     # ---- one request -----------------------------------------------------
 
@@ -334,6 +391,7 @@ class Worker:
         if self.access_format is not None:
             self.write_access_log(sock, params, response, started)
         keep = ok and request.keep_conn and not response.released
+        self.answered = ok
         self.request_end(start, keep, params)
         if not ok:
             return False
@@ -348,12 +406,14 @@ class Worker:
         ended (this request, plus the accept that began it) and the peak RSS.
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID) twice per request costs more."""
         now = time.monotonic()
-        elapsed = now - start
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        used = usage.ru_utime + usage.ru_stime
-        cpu = 100.0 * (used - self.cpu_used) / elapsed if elapsed > 0 else 0.0
-        self.cpu_used = used
-        memory = usage.ru_maxrss * 1024
+        cpu = memory = 0
+        if self.measure:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            used = usage.ru_utime + usage.ru_stime
+            elapsed = now - start
+            cpu = 100.0 * (used - self.cpu_used) / elapsed if elapsed > 0 else 0.0
+            self.cpu_used = used
+            memory = usage.ru_maxrss * 1024
         self.slot.request_end(now, cpu, memory, KEEPALIVE if keep and self.kept else IDLE)
         if self.max_requests and self.requests >= self.max_requests:
             self.retire_reason = "max_requests"
