@@ -414,7 +414,7 @@ class Worker:
             cpu = 100.0 * (used - self.cpu_used) / elapsed if elapsed > 0 else 0.0
             self.cpu_used = used
             memory = usage.ru_maxrss * 1024
-        self.slot.request_end(now, cpu, memory, KEEPALIVE if keep and self.kept else IDLE)
+        self.slot.request_end(now, cpu, memory, KEEPALIVE if keep or self.kept else IDLE)
         if self.max_requests and self.requests >= self.max_requests:
             self.retire_reason = "max_requests"
         elif self.max_memory:
