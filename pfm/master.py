@@ -18,6 +18,7 @@ from . import logfiles, procutil, signals, sockets
 from .log import Log
 from .logfiles import PoolFiles
 from .poolmanager import Inherited, manager_main
+from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
 from .signals import SignalPipe
 from .systemd import Notifier
@@ -35,15 +36,17 @@ class InitError(Exception):
 
 
 class Manager:
-    __slots__ = ("pid", "pool", "started", "generation", "control", "board")
+    __slots__ = ("pid", "pool", "started", "generation", "control", "board", "cell")
 
-    def __init__(self, pid: int, pool, started: float, generation: int, control, board):
+    def __init__(self, pid: int, pool, started: float, generation: int, control, board,
+                 cell: int):
         self.pid = pid
         self.pool = pool
         self.started = started
         self.generation = generation
         self.control = control      # our end of the socket to this manager
         self.board = board          # its pool's scoreboard (the master only reads it)
+        self.cell = cell            # its cell in the process.max table
 
 
 class Master:
@@ -96,6 +99,8 @@ class Master:
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
         self.sigpipe = SignalPipe(_HANDLED)
         self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+        # process.max: a cell per live manager; reloads briefly double the managers.
+        self.processes = ProcessTable(4 * len(self.config.pools) + 16)
         # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
         self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.crashes: list[float] = []
@@ -441,6 +446,8 @@ class Master:
         # A fresh scoreboard for every manager: a restarted one starts clean. One
         # slot more than max_children, for a recycled worker's replacement.
         board = Scoreboard.create(pool.pm_max_children + 1)
+        used = {m.cell for m in self.managers.values()}
+        cell = next(i for i in range(self.processes.cells) if i not in used)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = signals.fork()
         if pid == 0:
@@ -465,9 +472,11 @@ class Master:
             manager_main(Inherited(pool, listener, self.files[pool.name], self.log, board,
                                    self.lifeline_r, self.report_w, theirs, master,
                                    self.config.global_.process_control_timeout,
-                                   self.status_listeners.get(pool.name)))
+                                   self.status_listeners.get(pool.name),
+                                   self.processes, cell, self.config.global_.process_max))
         theirs.close()
-        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours, board)
+        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours, board,
+                                     cell)
         self.boards[pool.name] = board
         self.restart_at.pop(pool.name, None)
 
@@ -483,6 +492,7 @@ class Master:
             if manager is None:
                 continue
             manager.control.close()
+            self.processes.set(manager.cell, 0)     # its workers are gone with it
             if self.boards.get(manager.pool.name) is not manager.board:
                 manager.board.close()
             how, bad = procutil.describe_exit(status)

@@ -61,6 +61,9 @@ class Inherited:
     master_pid: int
     control_timeout: float      # process_control_timeout
     status_listener: object = None   # pm.status_listen, served here
+    processes: object = None         # processmax.ProcessTable shared by every pool
+    cell: int = 0                    # this manager's cell in it
+    process_max: int = 0             # [global] process.max, 0: no cap
 
 
 class PoolManager:
@@ -88,6 +91,7 @@ class PoolManager:
         self.spawn_after = 0.0
         self.app = None
         self.handlers: dict[int, object] = {}
+        self.process_max_logged = -1e9
 
     # ---- setup -------------------------------------------------------------
 
@@ -313,6 +317,8 @@ class PoolManager:
         _kill(pid, signal.SIGQUIT)
 
     def spawn(self) -> int | None:
+        if not self.below_process_max():
+            return None
         try:
             index = self.board.assign_slot()
         except ScoreboardFull:
@@ -330,6 +336,7 @@ class PoolManager:
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers)
         self.children[pid] = Child(pid, time.monotonic(), index)
+        self.count_processes()
         if pipes:
             for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
                 self.watch(fd, self.on_output(OutputCatcher(
@@ -366,6 +373,7 @@ class PoolManager:
             if child is None:
                 continue
             self.board.free_slot(child.slot)
+            self.count_processes()
             self.stopping.discard(pid)
             self.requests.forget(pid)
             how, bad = procutil.describe_exit(status)
@@ -387,6 +395,24 @@ class PoolManager:
                                % (self.name, pid, pause))
             else:
                 self.boot_failures = 0
+
+    def below_process_max(self) -> bool:
+        """[global] process.max, over every pool (php-fpm); logged at most every 10 s."""
+        cap = self.inherited.process_max
+        if not cap or self.inherited.processes is None:
+            return True
+        if self.inherited.processes.total() < cap:
+            return True
+        now = time.monotonic()
+        if now - self.process_max_logged >= 10.0:
+            self.process_max_logged = now
+            self.log.warning("[pool %s] process.max (%d) reached across all pools, "
+                             "not forking a worker" % (self.name, cap))
+        return False
+
+    def count_processes(self) -> None:
+        if self.inherited.processes is not None:
+            self.inherited.processes.set(self.inherited.cell, len(self.children))
 
     def report_crash(self) -> None:
         """Tell the master, which counts them for emergency_restart_threshold."""
