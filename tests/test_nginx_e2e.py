@@ -11,8 +11,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +77,58 @@ def test_demo_page_shows_workers_each_with_its_own_count(pfm_factory, nginx_fact
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
     assert len([w for w in p.worker_pids() if re.search(r"\b%d\b" % w, r.text)]) == 1, r.text
     assert "www" in r.text
+
+
+@pytest.mark.timeout(180)
+def test_readme_demo_command_serves_the_demo_through_nginx():
+    """README's first command, scripts/demo, sets up and starts nginx and pfm,
+    prints a local URL that serves the demo (several workers, each with its
+    own count), and Ctrl-C/TERM stops everything it started."""
+    script = harness.ROOT / "scripts" / "demo"
+    assert os.access(script, os.X_OK), script
+    out_path = harness.new_dir("demo") / "demo.out"
+    out = open(out_path, "wb")
+    proc = subprocess.Popen([str(script), str(harness.free_port())], cwd=str(harness.ROOT),
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            env=harness.test_env(), start_new_session=True)
+    out.close()
+    try:
+        m = wait_for(lambda: re.search(r"open (http://127\.0\.0\.1:\d+/)",
+                                       harness.read_text(out_path)), 150,
+                     "scripts/demo to print its URL",
+                     on_fail=lambda: harness.read_text(out_path))
+        url = m.group(1)
+        seen = collections.defaultdict(list)
+
+        def fetch():
+            try:
+                r = requests.get(url + "?format=json", timeout=5)
+                return r if r.status_code == 200 else None
+            except requests.RequestException:
+                return None
+        wait_for(fetch, 10, "the demo to answer")
+        for _ in range(20):
+            info = requests.get(url + "?format=json", timeout=5).json()
+            assert info["pool"] == "www"
+            seen[info["pid"]].append(info["requests"])
+        assert len(seen) >= 2, dict(seen)
+        for pid, counts in seen.items():
+            assert counts == sorted(counts) and len(set(counts)) == len(counts), (pid, counts)
+        page = requests.get(url, timeout=5)
+        assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+        tree = harness.group_members(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        wait_for(lambda: not any(harness.alive(p) for p in tree), 10,
+                 "everything scripts/demo started to stop",
+                 on_fail=lambda: repr([(p, harness.cmdline(p)) for p in tree
+                                       if harness.alive(p)]))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
 
 
 # ---- WSGI through stock nginx ---------------------------------------------------------------
