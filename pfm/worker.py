@@ -39,7 +39,7 @@ from .wsgi import (
 )
 
 RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
-LINGER_TIMEOUT = 5.0         # a closed connection's peer gets this long to close its side
+LINGER_TIMEOUT = 5.0         # a half-closed connection's peer gets this long to close its side
 MAX_LINGERING = 64           # connections being closed gracefully at once, at most
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
@@ -90,7 +90,7 @@ class Worker:
         self.interruptible = False   # True while blocked waiting for a new request
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
-        self.closing: dict[int, tuple[socket.socket, float]] = {}  # half-closed, draining
+        self.closing: dict[int, socket.socket] = {}   # half-closed, draining until EOF
         self.answered = False        # the last request's response went out complete
         self.handoff = handoff      # the pool's hand-off socket, shared by its workers
         self.errors = ErrorStream(self._said_into_stderr)
@@ -155,8 +155,10 @@ class Worker:
                     ready = epoll.poll(LINGER_TIMEOUT if self.closing else -1)
                 finally:
                     self.interruptible = False
-                if self.closing:
-                    self.expire_lingering()
+                if not ready and self.closing:
+                    # LINGER_TIMEOUT passed with no event: their peers never closed.
+                    for fd in list(self.closing):
+                        self.finish_linger(fd, force=True)
                 if len(ready) > 1:
                     # Connections the manager already holds waited longest: first.
                     ready.sort(key=lambda item: item[0] != self.hfd)
@@ -187,7 +189,7 @@ class Worker:
             for sock, _conn in kept.values():
                 sock.close()
             kept.clear()
-            for sock, _deadline in self.closing.values():
+            for sock in self.closing.values():
                 sock.close()
             self.closing.clear()
             epoll.close()
@@ -258,11 +260,11 @@ class Worker:
             oldest = next(iter(self.closing))
             self.finish_linger(oldest, force=True)
         fd = sock.fileno()
-        self.closing[fd] = (sock, time.monotonic() + LINGER_TIMEOUT)
+        self.closing[fd] = sock
         self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
 
     def finish_linger(self, fd: int, force: bool = False) -> None:
-        sock, _deadline = self.closing[fd]
+        sock = self.closing[fd]
         if not force:
             try:
                 while sock.recv(RECV_SIZE, socket.MSG_DONTWAIT):
@@ -274,12 +276,6 @@ class Worker:
         del self.closing[fd]
         self.epoll.unregister(fd)
         sock.close()
-
-    def expire_lingering(self) -> None:
-        now = time.monotonic()
-        for fd, (_sock, deadline) in list(self.closing.items()):
-            if now >= deadline:
-                self.finish_linger(fd, force=True)
 
     def allowed_clients(self) -> set[str] | None:
         """listen.allowed_clients as a set of normalized addresses (TCP only)."""
