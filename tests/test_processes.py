@@ -56,6 +56,28 @@ def test_process_titles_and_tree(pfm_factory):
     assert re.search(r"^%sNOTICE: ready to handle connections$" % TIME_PREFIX, log, re.M)
 
 
+def _uids(pid: int) -> list[int]:
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]
+    raise KeyError(pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs a root master")
+def test_pool_manager_and_workers_run_as_the_pool_user(pfm_factory):
+    """user = nobody: the master stays root (it owns sockets and logs), the
+    pool manager and its workers run as nobody (real, effective and saved
+    uid), and the pool serves."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    p = pfm_factory(pool={"user": "nobody"})
+    assert _uids(p.pid)[0] == 0
+    for pid in p.manager_pids("www") + p.worker_pids():
+        assert _uids(pid)[:3] == [nobody.pw_uid] * 3, (pid, harness.cmdline(pid))
+    assert fcgi_get(p.address(), "/pid").json()["pid"] in p.worker_pids()
+
+
 def test_error_log_lines_have_php_fpm_format(pfm):
     """Every line pfm writes to error_log is '[dd-Mon-YYYY HH:MM:SS] LEVEL: message'."""
     fcgi_get(pfm.address(), "/boom", "token=fmt")  # a multi-line traceback, too
