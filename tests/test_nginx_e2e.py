@@ -371,13 +371,15 @@ def test_validator_wrapped_app_raises_nothing(pfm_factory, nginx_factory):
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.parametrize("mode", ["write", "iter"])
-def test_finish_request_through_nginx(pfm_factory, nginx_factory, mode):
+@pytest.mark.parametrize("mode,keepalive", [("write", None), ("iter", None), ("write", 1)])
+def test_finish_request_through_nginx(pfm_factory, nginx_factory, mode, keepalive):
     """pfm.finish_request(): the client gets the whole response at once while
     the app works on for 2 s (then writes a marker); the worker is busy
-    meanwhile, so with one worker the next request waits for it."""
+    meanwhile, so with one worker the next request waits for it - also when
+    nginx keeps its FastCGI connections alive (it must not send the next
+    request down the released connection and fail)."""
     p = pfm_factory(pool={"pm.max_children": 1})
-    n = nginx_factory(p.backend())
+    n = nginx_factory(p.backend(), keepalive=keepalive)
     marker = harness.new_dir("finish") / "done"
     t0 = time.monotonic()
     r = requests.get(n.url + "/finish", params={"s": "2", "marker": str(marker),
@@ -524,6 +526,30 @@ def test_keepalive_upstream_many_requests_all_succeed(pfm_factory, nginx_factory
              on_fail=lambda: "ESTABLISHED: %d" % harness.established_to(p.port))
     assert "[error]" not in n.error_log_text(), n.error_log_text()[-3000:]
     no_trouble(p)
+
+
+def test_big_response_through_nginx(site):
+    """A 20 MB response (spilled to nginx's temp file) arrives intact."""
+    p, n = site
+    size = 20 * 1024 * 1024 + 3
+    r = requests.get(n.url + "/big?n=%d" % size, timeout=60)
+    assert r.status_code == 200 and len(r.content) == size
+    assert r.content == (b"0123456789abcdef" * (size // 16 + 1))[:size]
+
+
+@pytest.mark.timeout(60)
+def test_one_worker_many_concurrent_clients(pfm_factory, nginx_factory):
+    """More concurrent clients than workers: connections wait in the listen
+    backlog and every request is served (1 worker, 8 clients, 80 requests)."""
+    p = pfm_factory(pool={"pm.max_children": 1})
+    n = nginx_factory(p.backend())
+
+    def hit(i):
+        r = requests.get(n.url + "/echo", data=b"%d" % i, timeout=30)
+        return r.status_code, r.content == b"%d" % i
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(hit, range(80)))
+    assert results == [(200, True)] * 80
 
 
 def test_concurrent_requests_spread_over_workers(site):
