@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from . import logfiles, procutil, signals, sockets
+from . import logfiles, procutil, reexec, signals, sockets
 from .log import Log
 from .logfiles import PoolFiles
 from .poolmanager import Inherited, manager_main
@@ -71,6 +71,8 @@ class Master:
         self.deadline: float | None = None
         self.status_fd: int | None = None
         self.notifier = Notifier()
+        self.inherited = reexec.Inherited()     # from a previous image of this master
+        self.code = reexec.fingerprint()        # pfm's code as this image loaded it
         self.next_notify: float | None = None
         self.last_requests = 0
 
@@ -87,7 +89,7 @@ class Master:
             self.log.error(str(e))
             self.log.error("pfm initialization failed")
             return EX_CONFIG
-        if self.daemonize:
+        if self.daemonize and not self.inherited.daemonized:
             self.detach()
         try:
             self.write_pidfile()
@@ -98,7 +100,11 @@ class Master:
             return EX_CONFIG
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
         self.sigpipe = SignalPipe(_HANDLED)
-        self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
+        # Old pool managers of a previous image watch this pipe: keep it.
+        self.lifeline_r, self.lifeline_w = self.inherited.lifeline or os.pipe2(os.O_CLOEXEC)
+        if self.inherited.retiring:
+            self.retiring = self.inherited.retiring
+            self.retire_deadline = time.monotonic() + READY_WAIT
         # process.max: a cell per live manager; reloads briefly double the managers.
         self.processes = ProcessTable(4 * len(self.config.pools) + 16)
         # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
@@ -117,8 +123,19 @@ class Master:
             self.cleanup()
 
     def open_sockets(self) -> None:
-        self.listeners = self.bind_pools(self.config.pools, {})
-        self.status_listeners = self.bind_status(self.config.pools, {})
+        inherited = {address: sockets.Listener(sock, address, address,
+                                               address if sock.family == socket.AF_UNIX
+                                               else None)
+                     for address, sock in self.inherited.sockets.items()}
+        self.listeners = self.bind_pools(self.config.pools, inherited)
+        self.status_listeners = self.bind_status(self.config.pools, inherited)
+        used = {id(x) for x in [*self.listeners.values(), *self.status_listeners.values()]}
+        for address, listener in inherited.items():
+            if id(listener) in used:
+                self.log.notice('using inherited socket fd=%d, "%s"'
+                                % (listener.sock.fileno(), address))
+            else:
+                _close_listener(listener)
         self.files = self.open_files(self.config.pools)
 
     def bind_status(self, pools, current: dict) -> dict:
@@ -291,6 +308,9 @@ class Master:
             self.log.error("reload failed: the running pools keep serving")
             self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
             return
+        if reexec.fingerprint() != self.code:
+            self.reexec()
+            return
         try:
             files = self.open_files(new.pools)
         except InitError as e:
@@ -321,6 +341,17 @@ class Master:
         self.log.notice("configuration %s reloaded: %d pool(s) starting; %d old pool "
                         "manager(s) serve until they are ready" % (
                             new.path or "(built-in)", len(new.pools), len(self.retiring)))
+
+    def reexec(self) -> None:
+        """pfm itself was upgraded: exec the new code in this process (same pid),
+        handing over the sockets; the running pools serve until the new
+        image's pools accept (reexec.py)."""
+        self.log.notice("pfm's code changed since start; reloading: " + reexec.describe())
+        extra = {"NOTIFY_SOCKET": self.notifier.env_value} if self.notifier.enabled else {}
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        reexec.exec_master([*self.listeners.values(), *self.status_listeners.values()],
+                           (self.lifeline_r, self.lifeline_w), list(self.managers),
+                           self.daemonize, extra)
 
     def retire_old_generation(self) -> None:
         """After a reload: once every new pool accepts (a worker is idle; an

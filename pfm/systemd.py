@@ -12,6 +12,7 @@ import socket
 class Notifier:
     def __init__(self, environ=os.environ):
         address = environ.pop("NOTIFY_SOCKET", "") or ""
+        self.env_value = address      # as systemd wrote it (handed on by a re-exec)
         if address.startswith("@"):
             address = "\0" + address[1:]     # abstract namespace
         self.address = address or None

@@ -175,12 +175,8 @@ class Worker:
                         self.linger(sock)
                     else:
                         sock.close()
-                    if fd == self.lfd:
-                        # Back to the end of the socket's queue of exclusive
-                        # waiters: new connections go round the idle workers as
-                        # with php-fpm's blocking accept(), not always to the first.
-                        epoll.unregister(self.lfd)
-                        epoll.register(self.lfd, _EXCLUSIVE)
+                    if fd == self.lfd and not self.stopping:
+                        self.requeue(epoll)
                     if self.stopping or self.retire_reason:
                         break
         except _Shutdown:
@@ -196,6 +192,16 @@ class Worker:
         if self.retire_reason and not self.stopping:
             self.retire()
         return procutil.EXIT_OK
+
+    def requeue(self, epoll) -> None:
+        """Back to the end of the listening socket's queue of exclusive
+        waiters: new connections go round the idle workers as with php-fpm's
+        blocking accept(), not always to the same one."""
+        try:
+            epoll.unregister(self.lfd)
+            epoll.register(self.lfd, _EXCLUSIVE)
+        except OSError:
+            pass    # SIGQUIT swapped the descriptor just now: we are stopping
 
     def retire(self) -> None:
         """pm.max_requests or pm.max_memory reached: accept nothing more, tell
