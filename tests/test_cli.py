@@ -258,6 +258,46 @@ def test_quick_mode_serves_an_app(run_dir, transport):
         _kill_group(proc)
 
 
+def _start_foreground(run_dir, conf, *flags):
+    out_path = run_dir / "stderr.out"
+    out = open(out_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "pfm", "-F", "-R", "-y", str(conf), *flags],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            env=harness.test_env(), start_new_session=True)
+    out.close()
+    return proc, out_path
+
+
+@pytest.mark.parametrize("how", ["no error_log", "-O"])
+def test_logging_to_stderr(run_dir, how):
+    """With no error_log (or with -O, which overrides it) pfm logs to stderr in
+    php-fpm's line format, start to finish, worker events included."""
+    text = good_conf(run_dir).replace("pm.max_children = 2", "pm.max_children = 1")
+    if how == "no error_log":
+        text = re.sub(r"error_log = .*\n", "", text)
+    conf = write_conf(run_dir, text)
+    proc, out_path = _start_foreground(run_dir, conf, *(["-O"] if how == "-O" else []))
+    try:
+        def err():
+            return harness.read_text(out_path)
+        wait_for(lambda: "NOTICE: ready to handle connections" in err(), 10, "start on stderr",
+                 on_fail=err)
+        port = int(re.search(r"listen = 127.0.0.1:(\d+)", text).group(1))
+        worker = fcgi_get(("127.0.0.1", port), "/pid").json()["pid"]
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: re.search(r"^%sWARNING: \[pool www\] child %d exited on signal 9"
+                                   % (TIME_PREFIX, worker), err(), re.M), 10,
+                 "the worker's death on stderr", on_fail=err)
+        assert fcgi_get(("127.0.0.1", port), "/errors", "token=on-stderr").status == 200
+        wait_for(lambda: "on-stderr" in err(), 10, "wsgi.errors on stderr", on_fail=err)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert re.search(r"^%sNOTICE: exiting, bye-bye!$" % TIME_PREFIX, err(), re.M), err()
+        assert "ready to handle connections" not in harness.read_text(run_dir / "pfm.log")
+    finally:
+        _kill_group(proc)
+
+
 def test_start_fails_when_the_port_is_taken(run_dir):
     """A listen address already in use: php-fpm's bind error naming the
     address and errno, 'pfm initialization failed', exit status 78."""

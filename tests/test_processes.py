@@ -373,6 +373,21 @@ def test_unix_socket_mode_and_removal(pfm_factory):
     assert not os.path.exists(path)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs a root master")
+def test_unix_socket_owner_and_group(pfm_factory):
+    """listen.owner / listen.group / listen.mode set the socket file's owner,
+    group and mode (so that nginx's user can connect, and nobody else)."""
+    import grp
+    import pwd
+    p = pfm_factory(pool={"listen": "unix", "listen.owner": "nobody",
+                          "listen.group": "nogroup", "listen.mode": "0660"})
+    st = os.stat(p.listen())
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    assert fcgi_get(p.listen(), "/hello").status == 200
+
+
 # ---- application output -------------------------------------------------------------------------
 
 
