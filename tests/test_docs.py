@@ -8,6 +8,10 @@
 * The shipped configs are valid: conf/pfm.conf and the pool example pass
   `pfm -t`, the nginx site passes `nginx -t`, the systemd unit's command
   lines parse with pfm's own option parser.
+* pfm.conf(5) names every field `pfm.status.snapshot` produces (pool and
+  per-process), every OpenMetrics family, every format's Content-Type, and
+  every access.format placeholder and modifier `pfm.accesslog` accepts;
+  pfm(8) names every systemd notification the master sends.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import os
 import re
 import shutil
 import subprocess
+import string
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,6 +66,27 @@ def man_sections(source: str) -> dict:
     """`.SH NAME` -> that section's source."""
     parts = re.split(r"^\.SH (.*)$", source, flags=re.M)
     return {parts[i].strip('"'): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def subsections(section_source: str) -> dict:
+    """`.SS Title` -> that subsection's source (the text before the first is under "")."""
+    parts = re.split(r"^\.SS (.*)$", section_source, flags=re.M)
+    out = {"": parts[0]}
+    out.update({parts[i].strip('"'): parts[i + 1] for i in range(1, len(parts) - 1, 2)})
+    return out
+
+
+def entry_tags(source: str) -> set:
+    """The tags of the .TP entries in `source`, as plain text; a tag naming
+    several things (`.BR a ", " b`) gives each of them."""
+    lines = source.splitlines()
+    tags = set()
+    for i, line in enumerate(lines[:-1]):
+        if re.match(r"\.TP\b", line):
+            text = roff_text(lines[i + 1]).replace('"', "").strip()
+            tags.add(text)
+            tags.update(part.strip() for part in text.split(", ") if part.strip())
+    return tags
 
 
 def directive_entry(section_source: str, name: str):
@@ -174,6 +202,149 @@ def test_pool_example_passes_pfm_test(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+# ---- pfm.conf(5) covers the status page, the access log and the slow log --------------------
+
+
+def _status_snapshots():
+    """Snapshots of a real scoreboard with one claimed, busy slot, for each pm."""
+    from pfm import status
+    from pfm.scoreboard import Scoreboard
+
+    board = Scoreboard.create(2)
+    try:
+        slot = board.slot(board.assign_slot())
+        pid = os.getpid()
+        slot.claim(pid, time.time(), time.monotonic())
+        slot.request_start("GET", "/status", "full", 0, time.monotonic(), "/srv/www/status")
+        counters, slots = board.snapshot()
+    finally:
+        board.close()
+    assert [s.pid for s in slots] == [pid]
+    snaps = []
+    for pm in ("static", "dynamic", "ondemand"):
+        pool = SimpleNamespace(name="www", pm=pm, pm_max_children=2, pm_min_spare_servers=1,
+                               pm_max_spare_servers=2)
+        snaps.append(status.snapshot(pool, counters, slots, listen_queue=1,
+                                     listen_queue_len=128, now_wall=time.time(),
+                                     now_mono=time.monotonic(), memory={pid: (4096, 2048)}))
+    return snaps
+
+
+def _status_page() -> dict:
+    sections = man_sections(MAN5.read_text())
+    assert "STATUS PAGE" in sections, "pfm.conf(5) has no STATUS PAGE section"
+    return subsections(sections["STATUS PAGE"])
+
+
+def test_status_page_names_every_pool_field():
+    keys = {k for snap in _status_snapshots() for k in snap if k != "processes"}
+    assert {"accepted conn", "busy ratio", "min spare servers"} <= keys
+    tags = entry_tags(_status_page()["Pool fields"])
+    missing = sorted(keys - tags)
+    assert not missing, f"STATUS PAGE, Pool fields: no entry for {missing}"
+
+
+def test_status_page_names_every_process_field():
+    snaps = _status_snapshots()
+    keys = {k for snap in snaps for proc in snap["processes"] for k in proc}
+    assert {"pid", "state", "pss", "uss"} <= keys
+    tags = entry_tags(_status_page()["Per-process fields"])
+    missing = sorted(keys - tags)
+    assert not missing, f"STATUS PAGE, Per-process fields: no entry for {missing}"
+
+
+def test_status_page_names_every_openmetrics_family():
+    from pfm import status
+
+    families = set()
+    for snap in _status_snapshots():
+        text = status.render_openmetrics(snap, True).decode()
+        families |= set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    assert {"pfm_up", "pfm_busy_ratio", "pfm_process_pss_bytes"} <= families
+    tags = entry_tags(_status_page()["OpenMetrics"])
+    missing = sorted(families - tags)
+    assert not missing, f"STATUS PAGE, OpenMetrics: no entry for {missing}"
+
+
+def test_status_page_gives_every_format_and_content_type():
+    from pfm import status
+
+    text = roff_text(man_sections(MAN5.read_text())["STATUS PAGE"])
+    for fmt, content_type in status.CONTENT_TYPES.items():
+        assert content_type in text, f"STATUS PAGE does not give {content_type}"
+        if fmt != "text":
+            assert status.choose_format(fmt) == (fmt, False)
+            assert f"?{fmt}" in text, f"STATUS PAGE does not name ?{fmt}"
+    assert status.choose_format("json&full") == ("json", True)
+    assert "&full" in text
+    assert "scrape_configs:" in text and "metrics_path: /status" in text
+
+
+def _accepted_letters():
+    """Letters that access.format accepts, alone or with an argument."""
+    from pfm.accesslog import compile_format
+
+    letters = []
+    for letter in string.ascii_letters:
+        for fmt in (f"%{letter}", f"%{{HTTP_HOST}}{letter}"):
+            try:
+                compile_format(fmt)
+            except ValueError:
+                continue
+            letters.append(letter)
+            break
+    return letters
+
+
+def test_access_log_format_documents_every_placeholder():
+    sections = man_sections(MAN5.read_text())
+    assert "ACCESS LOG FORMAT" in sections, "pfm.conf(5) has no ACCESS LOG FORMAT section"
+    source = sections["ACCESS LOG FORMAT"]
+    tags = entry_tags(source)
+    letters = _accepted_letters()
+    assert set("CdefilmMnopPqQrRsStTu") - set("iS") <= set(letters), letters
+    missing = [f"%{letter}" for letter in letters
+               if not any(re.fullmatch(r"%%(\{[^}]*\})?%s" % letter, tag) for tag in tags)]
+    assert not missing, f"ACCESS LOG FORMAT: no entry for {missing}"
+    assert "%%" in tags, "ACCESS LOG FORMAT: no entry for %%"
+
+
+def test_access_log_format_documents_every_modifier():
+    """The words %C, %d and %M accept (their error message lists them) are
+    each written as %{word}X in the section."""
+    from pfm.accesslog import compile_format
+
+    text = roff_text(man_sections(MAN5.read_text())["ACCESS LOG FORMAT"])
+    checked = 0
+    for letter in _accepted_letters():
+        try:
+            compile_format("%{zzbogus}" + letter)
+            continue
+        except ValueError as e:
+            words = set(re.findall(r"'([a-z]+)'", str(e))) - {"zzbogus"}
+        for word in words:
+            checked += 1
+            assert f"%{{{word}}}{letter}" in text, f"ACCESS LOG FORMAT lacks %{{{word}}}{letter}"
+    assert checked >= 13
+
+
+def test_slow_log_section_shows_the_entry_and_the_log_lines():
+    text = roff_text(man_sections(MAN5.read_text())["SLOW LOG AND TIMEOUTS"])
+    for needle in ("]  [pool www] pid ", "script_filename = ", "request = GET",
+                   "executing too slow", "execution timed out", "terminating",
+                   "innermost first", "ptrace", "kept-alive"):
+        assert needle in text, needle
+
+
+def test_nginx_site_keeps_the_status_page_private():
+    site = NGINX_SITE.read_text()
+    block = re.search(r"location = /status \{(.*?)\}", site, re.S)
+    assert block, "the nginx site has no status location"
+    assert "allow 127.0.0.1;" in block.group(1) and "deny all;" in block.group(1)
+    assert not re.search(r"keepalive.*(at or below|<=|no more than).*max_children", site,
+                         re.I | re.S), "keep-alive no longer needs keepalive <= max_children"
+
+
 # ---- pfm(8) covers the command line ---------------------------------------------------------
 
 
@@ -198,6 +369,28 @@ def test_pfm_8_documents_signals_and_exit_statuses():
     statuses = roff_text(sections["EXIT STATUS"])
     for status in ("0", "64", "70", "78"):
         assert re.search(r"^%s$" % status, statuses, re.M), status
+
+
+def test_pfm_8_names_every_systemd_notification():
+    master = (ROOT / "pfm" / "master.py").read_text()
+    names = set(re.findall(r'(?:\\n|")([A-Z][A-Z_]*)=', master))
+    assert {"READY", "RELOADING", "STOPPING", "STATUS"} <= names
+    text = roff_text(man_sections(MAN8.read_text())["SYSTEMD"])
+    missing = sorted(n for n in names if f"{n}=" not in text)
+    assert not missing, f"pfm(8), SYSTEMD: no {missing}"
+
+
+def test_pfm_8_documents_the_profile_directory_and_worker_signals():
+    from pfm import worker
+
+    assert "PFM_PROFILE_DIR" in (ROOT / "pfm" / "worker.py").read_text()
+    assert hasattr(worker, "PROFILE_DIR")
+    sections = man_sections(MAN8.read_text())
+    env = roff_text(sections["ENVIRONMENT"])
+    assert "PFM_PROFILE_DIR" in env and re.search(r"worker-\s*PID\s*\.prof", env)
+    signals = subsections(sections["SIGNALS"])
+    assert {"Master", "Pool managers", "Workers"} <= set(signals)
+    assert "SIGRTMIN+1" in roff_text(signals["Workers"])
 
 
 # ---- the other shipped files --------------------------------------------------------------
