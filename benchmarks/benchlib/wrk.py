@@ -1,0 +1,76 @@
+"""Running wrk and reading what it prints."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .procs import PROCS, PROG
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "wrk"
+POST_1MIB = SCRIPTS / "post-1mib.lua"
+SLOW = SCRIPTS / "slow.lua"
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int       # socket errors: connect + read + write + timeout
+    non2xx: int
+    slow: int = -1    # requests over WRK_SLOW_US, when the script counts them
+    max_ms: float = math.nan
+
+
+def _percentile(text: str, pct: str) -> float:
+    m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    return float(m.group(1)) * _UNIT_MS[m.group(2)] if m else math.nan
+
+
+def parse(text: str) -> WrkResult:
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    non2xx = int(m.group(1)) if m else 0
+    result = WrkResult(rps, _percentile(text, "50"), _percentile(text, "99"), requests,
+                       errors, non2xx)
+    m = re.search(r"Slow requests: (\d+) over \d+ us, max (\d+) us", text)
+    if m:
+        result.slow, result.max_ms = int(m.group(1)), int(m.group(2)) / 1000.0
+    return result
+
+
+def run(url: str, connections: int, duration: float, threads: int = 1,
+        script: Optional[Path] = None, slow_us: int = 500000,
+        timeout_s: float = 0) -> str:
+    """wrk's output; fails when wrk does. timeout_s: wrk's --timeout (0: its 2 s)."""
+    threads = max(1, min(threads, connections))
+    duration = max(1, int(round(duration)))     # wrk takes whole seconds
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+            "--latency"]
+    if timeout_s:
+        argv += ["--timeout", f"{timeout_s:g}s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(url)
+    env = dict(os.environ, WRK_SLOW_US=str(slow_us))
+    code, out = PROCS.run_bounded("wrk", argv, duration + 30, env=env)
+    if code != 0 or "Requests/sec" not in out:
+        raise SystemExit(f"{PROG}: wrk failed ({code}): {' '.join(argv)}\n{out}")
+    return out
+
+
+def version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return (out.strip().splitlines() or [""])[0].split(" Copyright")[0]
