@@ -311,6 +311,39 @@ def test_log_level_warning_hides_notices(pfm_factory):
     assert "NOTICE" not in p.log(), p.log()
 
 
+@pytest.mark.timeout(40)
+def test_workers_do_not_outlive_a_killed_manager_even_if_the_app_ignores_sigterm(pfm_factory):
+    """An app that ignores SIGTERM (tests/apps/stubborn.py) must not let its
+    workers survive their pool manager: after the manager is SIGKILLed they
+    exit within a few seconds instead of living on unsupervised, still
+    accepting on the pool's socket beside the new manager's workers."""
+    p = pfm_factory(pool={"app": "stubborn:app"})
+    old = p.worker_pids()
+    os.kill(p.manager_pids("www")[0], signal.SIGKILL)
+    wait_for(lambda: _gone(old), 3, "the dead manager's workers to exit",
+             on_fail=lambda: repr([(x, harness.cmdline(x), harness.proc_stat(x))
+                                   for x in old if harness.alive(x)]))
+    p.wait_workers(exclude=old)
+    harness.wait_serving(p.address())
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("sig,limit", [(signal.SIGQUIT, 5.0), (signal.SIGTERM, 2.5)])
+def test_preloaded_app_cannot_take_the_managers_signals(pfm_factory, sig, limit):
+    """preload = yes imports the app in the pool manager; an app that ignores
+    SIGTERM/SIGQUIT there must not stop the manager from obeying the master:
+    an idle pool stops on QUIT within a few seconds and on TERM at once."""
+    p = pfm_factory(pool={"app": "stubborn:app", "preload": "yes"})
+    assert fcgi_get(p.address(), "/hello").status == 200
+    tree = p.tree()
+    t0 = time.monotonic()
+    os.kill(p.pid, sig)
+    wait_for(lambda: _gone(tree), limit + 5, "every pfm process to exit",
+             on_fail=lambda: repr([(x, harness.cmdline(x)) for x in tree if harness.alive(x)]))
+    took = time.monotonic() - t0
+    assert took < limit, "stopping took %.1f s" % took
+
+
 # ---- daemonizing --------------------------------------------------------------------------
 
 
