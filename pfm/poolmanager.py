@@ -34,6 +34,8 @@ KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unhe
 MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
 LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it this long
 SATURATED_FOR = 0.1        # all workers busy this long: the manager answers status itself
+SATURATION_LOG_INTERVAL = 10.0   # at most one "all workers busy" line per this long
+SATURATION_SHOWN = 5       # requests named in it, oldest first
 _PID = struct.Struct("=i")
 
 
@@ -92,6 +94,7 @@ class PoolManager:
         self.app = None
         self.handlers: dict[int, object] = {}
         self.process_max_logged = -1e9
+        self.saturation_logged = -1e9
 
     # ---- setup -------------------------------------------------------------
 
@@ -291,9 +294,24 @@ class PoolManager:
         for pid in decision.stop:
             self.stop_worker(pid)
         self.recycle(slots)
+        if pending and saturated(slots, now):
+            self.log_saturation(slots, pending, now)
         self.next_check = min(decision.next_check, now + 1.0)
         if woke and self.desk.intercepts and saturated(slots, now):
             self.desk.intercept()
+
+    def log_saturation(self, slots, pending: int, now: float) -> None:
+        """Every worker busy and connections waiting: say which requests hold
+        the pool, oldest first, not only "consider raising it" (at most every 10 s)."""
+        if now - self.saturation_logged < SATURATION_LOG_INTERVAL:
+            return
+        self.saturation_logged = now
+        busy = sorted((s for s in slots if s.pid and not s.idle), key=lambda s: s.request_start)
+        oldest = ", ".join('pid %d "%s %s%s" %.1fs' % (
+            s.pid, s.method or "-", s.uri or "-", "?" + s.query if s.query else "",
+            now - s.request_start) for s in busy[:SATURATION_SHOWN])
+        self.log.warning("[pool %s] all %d workers busy, %d connection(s) waiting; oldest "
+                         "requests: %s" % (self.name, len(busy), pending, oldest))
 
     def recycle(self, slots) -> None:
         """One retiree at a time: fork its replacement, then let it go. The

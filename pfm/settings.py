@@ -354,8 +354,8 @@ SETTINGS: Tuple[Setting, ...] = (
        "URI of the pool's status page, such as /status. Unset: no status page."),
     _p("pm.status_listen", "address", None,
        "Extra address on which the pool manager itself serves the status page (at "
-       "pm.status_path, or / when unset), so that it answers even when every worker is "
-       "busy."),
+       "pm.status_path, or at any path when that is unset) and ping.path, so that they "
+       "answer even when every worker is busy."),
     _p("ping.path", "str", None,
        "URI that answers ping.response, for monitoring. Unset: no ping page."),
     _p("ping.response", "str", "pong",

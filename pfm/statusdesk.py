@@ -23,13 +23,16 @@ READ_TIMEOUT = 5.0      # a connection that sends no complete request in this lo
 _NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
 
 
-def answer(pool, board, listen_sock, params: dict):
-    """(status, headers, body) for a ping or status request, or None."""
+def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False):
+    """(status, headers, body) for a ping or status request, or None.
+    `status_anywhere`: pm.status_listen without pm.status_path serves the
+    status page at any path."""
     script = params.get("SCRIPT_NAME")
     method = params.get("REQUEST_METHOD", "GET")
     if pool.ping_path and script == pool.ping_path:
         return status.ping_response(pool.ping_response or "pong", method)
-    if pool.pm_status_path and script == pool.pm_status_path:
+    if (pool.pm_status_path and script == pool.pm_status_path) or (
+            status_anywhere and not pool.pm_status_path):
         counters, slots = board.snapshot()
         queue, backlog = listenqueue.queue(listen_sock)
         query = params.get("QUERY_STRING", "")
@@ -179,7 +182,8 @@ class StatusDesk:
     def respond(self, held: Held) -> None:
         request = held.request
         m = self.manager
-        reply = answer(self.pool, m.board, m.listener.sock, request.params) or _NOT_FOUND
+        reply = answer(self.pool, m.board, m.listener.sock, request.params,
+                       status_anywhere=not held.from_pool) or _NOT_FOUND
         try:
             held.sock.setblocking(True)
             held.sock.settimeout(1.0)

@@ -377,7 +377,8 @@ class Worker:
                                 get("SCRIPT_NAME", "").encode("latin-1"),
                                 get("QUERY_STRING", "").encode("latin-1"),
                                 get("CONTENT_LENGTH") or 0, start,
-                                get("SCRIPT_FILENAME", "").encode("latin-1"))
+                                get("SCRIPT_FILENAME", "").encode("latin-1"),
+                                get("REMOTE_USER", "").encode("latin-1"))
         if self.access_format is not None:
             started = (time.time(), start, os.times() if "cpu" in self.access_format.needs
                        else None)
@@ -561,6 +562,7 @@ class Response:
             self.write(body)
             self.end()
             return
+        self.status, self.headers = status, headers     # for the access log
         self.headers_sent = True
         self.finished = True
         self.sock.sendall(fastcgi.stdout(self.rid, header_block(status, headers) + body)
@@ -569,6 +571,8 @@ class Response:
             self.sock.shutdown(socket.SHUT_WR)
 
     def send_raw(self, stdout_bytes: bytes) -> None:
+        """The 500 of an app that failed before answering."""
+        self.status, self.headers = "500 Internal Server Error", [("Content-Type", "text/plain")]
         self.headers_sent = True
         self.finished = True
         self.sock.sendall(fastcgi.stdout(self.rid, stdout_bytes) + fastcgi.end_request(self.rid))
