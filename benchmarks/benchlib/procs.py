@@ -81,9 +81,10 @@ class Processes:
                 continue
         proc.wait(timeout=grace)
 
-    def stop_one(self, proc: subprocess.Popen, grace: float = 5.0) -> None:
+    def stop_one(self, proc: subprocess.Popen, grace: float = 5.0,
+                 first: signal.Signals = signal.SIGTERM) -> None:
         try:
-            self.stop(proc, grace)
+            self.stop(proc, grace, first)
         finally:
             self.forget(proc)
 
