@@ -112,6 +112,24 @@ def test_killed_worker_is_replaced_and_logged(pfm, sig, name):
         assert fcgi_get(pfm.address(), "/hello").status == 200
 
 
+@pytest.mark.timeout(30)
+def test_sigquit_to_a_busy_worker_lets_its_request_finish(pfm, run_dir):
+    """SIGQUIT to one worker (php-fpm's graceful stop of a child): the request
+    it is serving completes with 200, then it exits and is replaced."""
+    path, started = _started(run_dir)
+    req = Background(fcgi_get, pfm.address(), "/sleep", "s=1&started=%s" % path, timeout=20)
+    victim = started()
+    mark = pfm.log_size()
+    os.kill(victim, signal.SIGQUIT)
+    r = req.join_result()
+    assert r.status == 200 and r.json()["pid"] == victim
+    pfm.wait_log(r"\[pool www\] child %d exited (with code 0|on signal 3 \(SIGQUIT\))"
+                 % victim, start=mark)
+    pfm.wait_workers(exclude=(victim,))
+    for _ in range(4):
+        assert fcgi_get(pfm.address(), "/hello").status == 200
+
+
 def test_pm_max_requests_recycles_the_worker(pfm_factory):
     """pm.max_requests = 3: after its third request the worker exits with code
     0 (a NOTICE), a new one is started, and the fourth request is its."""
