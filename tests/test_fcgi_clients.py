@@ -544,6 +544,21 @@ def test_wsgi_errors_reach_the_error_log(pfm):
     pfm.wait_log(r"^%s\w+: \[pool www\] .*wsgi\.errors says errs789" % TIME_PREFIX)
 
 
+@pytest.mark.parametrize("form", ["port", "[::]:port"])
+def test_listen_on_every_address_accepts_ipv4_and_ipv6(pfm_factory, form):
+    """listen = PORT or [::]:PORT listens on every address, IPv4 and IPv6
+    alike (php-fpm's bug68420 and socket-ipv6-any); only loopback is used here."""
+    if not harness.ipv6_available():
+        pytest.skip("no IPv6 loopback")
+    port = harness.free_port()
+    listen = str(port) if form == "port" else "[::]:%d" % port
+    p = pfm_factory(pool={"listen": listen})
+    for host in ("127.0.0.1", "::1"):
+        r = fcgi_get((host, port), "/environ")
+        assert r.status == 200
+    assert p.running()
+
+
 @pytest.mark.parametrize("transport", ["tcp6", "unix"])
 def test_raw_client_on_other_transports(transport, pfm_factory):
     """The pool listens and serves on IPv6 loopback and on a unix socket."""
