@@ -346,7 +346,8 @@ def test_workers_do_not_outlive_a_killed_manager_even_if_the_app_ignores_sigterm
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.parametrize("sig,limit", [(signal.SIGQUIT, 5.0), (signal.SIGTERM, 2.5)])
+@pytest.mark.parametrize("sig,limit", [(signal.SIGQUIT, 5.0), (signal.SIGTERM, 2.5)],
+                         ids=["QUIT", "TERM"])
 def test_preloaded_app_cannot_take_the_managers_signals(pfm_factory, sig, limit):
     """preload = yes imports the app in the pool manager; an app that ignores
     SIGTERM/SIGQUIT there must not stop the manager from obeying the master:
@@ -356,7 +357,7 @@ def test_preloaded_app_cannot_take_the_managers_signals(pfm_factory, sig, limit)
     tree = p.tree()
     t0 = time.monotonic()
     os.kill(p.pid, sig)
-    wait_for(lambda: _gone(tree), limit + 5, "every pfm process to exit",
+    wait_for(lambda: _gone(tree), limit + 1, "every pfm process to exit",
              on_fail=lambda: repr([(x, harness.cmdline(x)) for x in tree if harness.alive(x)]))
     took = time.monotonic() - t0
     assert took < limit, "stopping took %.1f s" % took
