@@ -196,6 +196,16 @@ def test_status_codes_and_headers_pass_through(site):
         assert r.headers.get("X-Pfm-Test") == "yes"
 
 
+def test_repeated_and_latin1_headers(site):
+    """Two Set-Cookie headers both arrive; a latin-1 header value arrives as sent."""
+    p, n = site
+    r = requests.get(n.url + "/cookies", timeout=10)
+    assert r.status_code == 200
+    assert r.raw.headers.getlist("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"]
+    assert r.cookies.get("a") == "1" and r.cookies.get("b") == "2"
+    assert r.headers["X-Latin-1"].encode("latin-1") == b"caf\xe9"
+
+
 @pytest.mark.parametrize("how", ["chunks", "readline", "iter", "read"])
 def test_post_bodies_through_nginx(site, how):
     """A request body (chunked from the client, buffered by nginx) reaches

@@ -308,6 +308,17 @@ def bad(environ, start_response):
     raise ValueError(kind)
 
 
+def cookies(environ, start_response):
+    """Repeated headers (two Set-Cookie) must all reach the client."""
+    body = b"cookies set\n"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Set-Cookie", "a=1; Path=/"),
+                              ("Set-Cookie", "b=2; Path=/; HttpOnly"),
+                              ("X-Latin-1", "caf\xe9"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
 ROUTES = {
     "/": hello,
     "/hello": hello,
@@ -329,6 +340,7 @@ ROUTES = {
     "/output": output,
     "/status": status,
     "/bad": bad,
+    "/cookies": cookies,
 }
 
 
