@@ -183,6 +183,19 @@ def test_app_that_fails_to_import_is_logged_and_retried(pfm_factory):
     assert len(re.findall(r"failed to initialize", p.log())) <= 6, "no back-off:\n" + p.log()
 
 
+def test_preload_failure_is_logged_and_retried_with_a_pause(pfm_factory):
+    """preload = yes with an app whose import raises: the manager logs it with
+    the traceback and exits; the master stays up and restarts it with a
+    growing pause rather than in a tight loop."""
+    p = pfm_factory(pool={"app": "broken_app:app", "preload": "yes"}, workers=False)
+    p.wait_log(r"RuntimeError: broken_app refuses to import")
+    time.sleep(2.5)
+    assert p.running()
+    restarts = len(re.findall(r"manager \d+ exited", p.log()))
+    assert 1 <= restarts <= 5, p.log()
+    assert p.stop() == 0
+
+
 # ---- stopping ---------------------------------------------------------------------------
 
 
