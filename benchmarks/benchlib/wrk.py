@@ -6,9 +6,9 @@ import math
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Sequence, Union
 
 from .procs import PROCS, PROG
 
@@ -27,8 +27,9 @@ class WrkResult:
     requests: int
     errors: int       # socket errors: connect + read + write + timeout
     non2xx: int
-    slow: int = -1    # requests over WRK_SLOW_US, when the script counts them
+    slow: int = -1    # requests over the first of WRK_SLOW_US, when the script counts them
     max_ms: float = math.nan
+    slow_by: Dict[int, int] = field(default_factory=dict)   # threshold µs -> requests over
 
 
 def _percentile(text: str, pct: str) -> float:
@@ -45,14 +46,16 @@ def parse(text: str) -> WrkResult:
     non2xx = int(m.group(1)) if m else 0
     result = WrkResult(rps, _percentile(text, "50"), _percentile(text, "99"), requests,
                        errors, non2xx)
-    m = re.search(r"Slow requests: (\d+) over \d+ us, max (\d+) us", text)
-    if m:
-        result.slow, result.max_ms = int(m.group(1)), int(m.group(2)) / 1000.0
+    for m in re.finditer(r"Slow requests: (\d+) over (\d+) us, max (\d+) us", text):
+        result.slow_by[int(m.group(2))] = int(m.group(1))
+        result.max_ms = int(m.group(3)) / 1000.0
+        if result.slow < 0:
+            result.slow = int(m.group(1))
     return result
 
 
 def run(url: str, connections: int, duration: float, threads: int = 1,
-        script: Optional[Path] = None, slow_us: int = 500000,
+        script: Optional[Path] = None, slow_us: Union[int, Sequence[int]] = 500000,
         timeout_s: float = 0) -> str:
     """wrk's output; fails when wrk does. timeout_s: wrk's --timeout (0: its 2 s)."""
     threads = max(1, min(threads, connections))
@@ -64,7 +67,9 @@ def run(url: str, connections: int, duration: float, threads: int = 1,
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
-    env = dict(os.environ, WRK_SLOW_US=str(slow_us))
+    if isinstance(slow_us, int):
+        slow_us = [slow_us]
+    env = dict(os.environ, WRK_SLOW_US=",".join(str(x) for x in slow_us))
     code, out = PROCS.run_bounded("wrk", argv, duration + 30, env=env)
     if code != 0 or "Requests/sec" not in out:
         raise SystemExit(f"{PROG}: wrk failed ({code}): {' '.join(argv)}\n{out}")
