@@ -15,6 +15,7 @@ when it passes.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 from pfm import fastcgi
 
@@ -670,9 +672,6 @@ class FlupClient(_flup.FCGIApp):
 def flup_request(address, path: str = "/", query: str = "", method: str = "GET",
                  body: bytes = b"", headers: dict | None = None):
     """Drive FlupClient like a WSGI server would: (status, headers, body bytes)."""
-    import io
-    from wsgiref.util import setup_testing_defaults
-
     environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": path, "PATH_INFO": "",
                "QUERY_STRING": query, "REQUEST_URI": path + ("?" + query if query else ""),
                "SERVER_NAME": "localhost", "SERVER_PORT": "80",

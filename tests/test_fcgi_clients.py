@@ -9,6 +9,7 @@ real master, manager and workers on a unix socket or a loopback TCP port.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -57,7 +58,6 @@ def test_flup_client_get_post_and_status_on_every_transport(any_pool):
     status, headers, body, _ = harness.flup_request(addr, "/pid")
     assert status == "200 OK"
     assert ("content-type", "application/json") in headers
-    import json
     info = json.loads(body)
     assert info["pool"] == "www" and info["pid"] in any_pool.worker_pids()
 
@@ -93,7 +93,6 @@ def test_cgi_fcgi_get_and_post(transport, pfm_factory):
            "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_X_CUSTOM": "hdr"}
     status, headers, body = harness.cgi_fcgi(p.listen(), env)
     assert status == 200, body
-    import json
     environ = json.loads(body)
     assert environ["PATH_INFO"] == "/environ"
     assert environ["SCRIPT_NAME"] == ""

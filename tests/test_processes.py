@@ -7,7 +7,9 @@ Each test starts its own pfm; the fixtures kill whatever is left.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import signal
 import stat
@@ -69,7 +71,6 @@ def test_pool_manager_and_workers_run_as_the_pool_user(pfm_factory):
     """user = nobody: the master stays root (it owns sockets and logs), the
     pool manager and its workers run as nobody (real, effective and saved
     uid), and the pool serves."""
-    import pwd
     nobody = pwd.getpwnam("nobody")
     p = pfm_factory(pool={"user": "nobody"})
     assert _uids(p.pid)[0] == 0
@@ -442,8 +443,6 @@ def test_unix_socket_mode_and_removal(pfm_factory):
 def test_unix_socket_owner_and_group(pfm_factory):
     """listen.owner / listen.group / listen.mode set the socket file's owner,
     group and mode (so that nginx's user can connect, and nobody else)."""
-    import grp
-    import pwd
     p = pfm_factory(pool={"listen": "unix", "listen.owner": "nobody",
                           "listen.group": "nogroup", "listen.mode": "0660"})
     st = os.stat(p.listen())
