@@ -247,7 +247,7 @@ def chart(med: Dict, peers: List[str], workloads: List[str], connections: List[i
         for j, c in enumerate(connections):
             xs = [k + (j - (len(connections) - 1) / 2) * width for k in range(len(shown))]
             ys = [med.get((w, p, c), {}).get("rps", 0) for p in shown]
-            bars = ax.bar(xs, ys, width, label=f"{c} connections")
+            bars = ax.bar(xs, ys, width, label=f"{c} connections", color=f"C{j}")
             for bar, p in zip(bars, shown):
                 if p.startswith("pfm"):
                     bar.set_edgecolor("black")
@@ -265,14 +265,15 @@ def chart(med: Dict, peers: List[str], workloads: List[str], connections: List[i
                         fontsize=7, bbox=dict(facecolor="white", alpha=0.8, lw=0))
         ax.set_xticks(range(len(shown)))
         ax.set_xticklabels(shown, rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"{w}: {WORKLOADS[w].about.split(':')[0][:48]}", fontsize=9)
+        ax.set_title(f"{w}: {WORKLOADS[w].short}", fontsize=9)
         ax.set_ylabel("requests/s (median)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(connections))
+    fig.suptitle(title + " (pfm outlined)", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

@@ -48,20 +48,26 @@ class Workload:
     body: Optional[bytes] = None
     ceiling: bool = True       # nginx's `return 200` is a meaningful ceiling
     about: str = ""
+    short: str = ""            # the chart's title
 
 
 WORKLOADS: Dict[str, Workload] = {w.name: w for w in [
     Workload("hello", "/", "hello:app", "hello.php", _check_hello,
+             short="hello, 14 bytes",
              about="14 bytes, `Hello, world!\\n`: the server's own cost per request"),
     Workload("json", "/json", "flask_json:app", "json.php", _check_json,
+             short="Flask JSON route",
              about="Flask route answering `{\"message\": \"Hello, world!\"}` with jsonify "
                    "(php-fpm: json_encode)"),
     Workload("64k", "/64k", "workloads:big", "big.php", _check_big,
+             short="64 KiB response",
              about="a 65,536-byte answer"),
     Workload("upload", "/upload", "workloads:upload", "upload.php", _check_upload,
+             short="1 MiB POST, length + SHA-256",
              script=POST_1MIB, body=UPLOAD,
              about="1 MiB POST (wrk/post-1mib.lua), answered with its length and SHA-256"),
-    Workload("sleep", "/sleep", "workloads:sleep", "sleep.php", _check_sleep, ceiling=False,
+    Workload("sleep", "/sleep", "workloads:sleep", "sleep.php", _check_sleep,
+             short="50 ms sleep (pool saturated)", ceiling=False,
              about="50 ms sleep then 6 bytes: I/O-bound, the pool saturated "
                    "(at most workers / 0.05 s requests/s)"),
 ]}
