@@ -244,6 +244,21 @@ def test_sigterm_and_sigint_stop_at_once(pfm, run_dir, sig):
     assert re.search(r"^%sNOTICE: exiting, bye-bye!$" % TIME_PREFIX, log, re.M)
 
 
+def test_ctrl_c_to_the_whole_foreground_group_stops_cleanly(pfm_factory):
+    """Ctrl-C in a terminal sends SIGINT to master, managers and workers at
+    once: everything stops within a second, no worker is respawned, the
+    master says goodbye and exits 0."""
+    p = pfm_factory(pool={"pm.max_children": 4})
+    tree = p.tree()
+    mark = p.log_size()
+    os.killpg(p.pid, signal.SIGINT)
+    assert p.proc.wait(5) == 0
+    wait_for(lambda: _gone(tree) and not p.tree(), 2, "every pfm process to exit")
+    after = p.log()[mark:]
+    assert "Terminating ..." in after and "exiting, bye-bye!" in after
+    assert " started" not in after, after
+
+
 @pytest.mark.timeout(40)
 def test_master_killed_with_sigkill_leaves_no_orphans(pfm_factory, run_dir):
     """The master dies by SIGKILL (no chance to clean up): every pool manager
