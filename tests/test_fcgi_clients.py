@@ -537,6 +537,20 @@ def test_client_gone_mid_response_does_not_hurt_the_worker(one_worker):
     assert "Traceback" not in one_worker.log()
 
 
+@pytest.mark.parametrize("extra,scheme", [({"HTTPS": "on"}, "https"),
+                                          ({"REQUEST_SCHEME": "https"}, "https"),
+                                          ({"HTTPS": ""}, "http"), ({}, "http")])
+def test_url_scheme_follows_https(pfm, extra, scheme):
+    """wsgi.url_scheme is https when nginx says HTTPS=on (stock params:
+    `HTTPS $https if_not_empty`) or REQUEST_SCHEME=https, else http."""
+    params = request_params("/environ")
+    params.pop("REQUEST_SCHEME")
+    params.update(extra)
+    with FcgiConnection(pfm.address()) as c:
+        env = c.request(params).json()
+    assert env["wsgi.url_scheme"] == scheme
+
+
 def test_wsgi_errors_reach_the_error_log(pfm):
     """Text written to wsgi.errors appears in pfm's error log, tagged with the pool."""
     assert fcgi_get(pfm.address(), "/errors", "token=errs789").status == 200

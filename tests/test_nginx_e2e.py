@@ -279,13 +279,20 @@ def test_wsgi_errors_and_no_noise(site):
 # ---- Flask ------------------------------------------------------------------------------------
 
 
+MOUNTED_AT_APP = ["fastcgi_split_path_info ^(/app)(/.*)$;",
+                  "fastcgi_param PATH_INFO $fastcgi_path_info;"]
+
+
 @pytest.fixture(scope="module")
 def flask_site():
+    """The Flask app behind stock nginx at /, and also mounted at /app with
+    fastcgi_split_path_info (SCRIPT_NAME=/app, PATH_INFO the rest)."""
     p = harness.Pfm(harness.new_dir("flask"), pool={"app": "flaskapp:app"})
     n = None
     try:
         p.start()
-        n = harness.Nginx(harness.new_dir("flask-nginx"), p.backend()).start()
+        n = harness.Nginx(harness.new_dir("flask-nginx"), p.backend(),
+                          locations={"/app/": MOUNTED_AT_APP}).start()
         yield p, n
     finally:
         if n is not None:
@@ -338,6 +345,20 @@ def test_flask_routes_through_stock_nginx(flask_site):
     r = requests.delete(u + "/users/1", timeout=10)
     assert r.status_code == 405
     no_trouble(p)
+
+
+def test_flask_mounted_under_a_prefix(flask_site):
+    """With fastcgi_split_path_info sending SCRIPT_NAME=/app and PATH_INFO, the
+    app sees itself mounted at /app: routes match, url_for() and redirects
+    carry the prefix."""
+    p, n = flask_site
+    r = requests.get(n.url + "/app/users/42", timeout=10)
+    assert r.json() == {"uid": 42, "url": "/app/users/42", "path": "/users/42",
+                        "script_root": "/app"}
+    r = requests.get(n.url + "/app/go", allow_redirects=False, timeout=10)
+    assert r.status_code == 302 and r.headers["Location"].endswith("/app/users/7")
+    r = requests.get(n.url + "/app/search?q=mounted", timeout=10)
+    assert r.json()["q"] == "mounted"
 
 
 # ---- the validator -----------------------------------------------------------------------------
