@@ -38,13 +38,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
+# the machinery (processes, installs, nginx, wrk, /proc) is shared with suite.py; the
+# path is put back as it was, for whoever imports this file (tests read parse_wrk)
 sys.path.insert(0, str(HERE))
-
-# the machinery (processes, installs, nginx, wrk, /proc) is shared with suite.py
-from benchlib import install, measure, nginx, report, wrk  # noqa: E402
-from benchlib.peers import Ctx, Peer, start_pfm, start_php_fpm  # noqa: E402
-from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for  # noqa: E402
-from benchlib.workloads import WORKLOADS, answers  # noqa: E402
+try:
+    from benchlib import install, measure, nginx, report, wrk
+    from benchlib.peers import Ctx, Peer, start_pfm, start_php_fpm
+    from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for
+    from benchlib.workloads import WORKLOADS, answers
+finally:
+    sys.path.remove(str(HERE))
 
 HELLO = WORKLOADS["hello"]
 
