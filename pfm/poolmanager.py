@@ -158,6 +158,7 @@ class PoolManager:
                 for line in traceback.format_exc().rstrip("\n").split("\n"):
                     self.log.error("[pool %s] %s" % (self.name, line))
                 os._exit(procutil.EXIT_BOOT_FAILED)
+            self.sigpipe.reinstall()
             import gc
             gc.collect()
             gc.freeze()   # keep the preloaded objects' pages shared with the workers

@@ -13,12 +13,19 @@ class SignalPipe:
     def __init__(self, signals):
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
+        self.signals = tuple(signals)
         for sig in signals:
             signal.signal(sig, _noop)
             signal.siginterrupt(sig, False)
 
     def fileno(self) -> int:
         return self.rfd
+
+    def reinstall(self) -> None:
+        """Take the signals back from an application that changed their
+        handlers when it was imported (some libraries ignore SIGTERM)."""
+        for sig in self.signals:
+            signal.signal(sig, _noop)
 
     def read(self) -> list[int]:
         """The signals received since the last call, in order."""

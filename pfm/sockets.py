@@ -70,7 +70,8 @@ def _bind_tcp(addr, backlog: int) -> Listener:
             raise SocketError(f"unable to resolve '{addr.value}': {e.strerror}") from None
         family, _, _, _, sockaddr = infos[0]
         host = sockaddr[0]
-        sock = _tcp_socket(family, host, port)
+        # [::] is every address, IPv4 included, as in php-fpm (test socket-ipv6-any).
+        sock = _tcp_socket(family, host, port, dual_stack=host == "::")
     try:
         sock.listen(backlog)
     except OSError as e:

@@ -39,8 +39,6 @@ from .wsgi import (
 )
 
 RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
-LINGER_TIMEOUT = 5.0         # a half-closed connection's peer gets this long to close its side
-MAX_LINGERING = 64           # connections being closed gracefully at once, at most
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
@@ -90,7 +88,6 @@ class Worker:
         self.interruptible = False   # True while blocked waiting for a new request
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
-        self.closing: dict[int, socket.socket] = {}   # half-closed, draining until EOF
         self.answered = False        # the last request's response went out complete
         self.handoff = handoff      # the pool's hand-off socket, shared by its workers
         self.errors = ErrorStream(self._said_into_stderr)
@@ -152,13 +149,9 @@ class Worker:
             while not (self.stopping or self.retire_reason):
                 self.interruptible = True
                 try:
-                    ready = epoll.poll(LINGER_TIMEOUT if self.closing else -1)
+                    ready = epoll.poll()
                 finally:
                     self.interruptible = False
-                if not ready and self.closing:
-                    # LINGER_TIMEOUT passed with no event: their peers never closed.
-                    for fd in list(self.closing):
-                        self.finish_linger(fd, force=True)
                 if len(ready) > 1:
                     # Connections the manager already holds waited longest: first.
                     ready.sort(key=lambda item: item[0] != self.hfd)
@@ -172,7 +165,7 @@ class Worker:
                         kept[sock.fileno()] = (sock, conn)
                         epoll.register(sock.fileno(), select.EPOLLIN)
                     elif outcome is LINGER:
-                        self.linger(sock)
+                        linger(sock)
                     else:
                         sock.close()
                     if fd == self.lfd and not self.stopping:
@@ -185,9 +178,6 @@ class Worker:
             for sock, _conn in kept.values():
                 sock.close()
             kept.clear()
-            for sock in self.closing.values():
-                sock.close()
-            self.closing.clear()
             epoll.close()
         if self.retire_reason and not self.stopping:
             self.retire()
@@ -244,44 +234,9 @@ class Worker:
             conn = fastcgi.ServerConnection(self.max_params_bytes)
             conn.receive_data(data)
             return sock, conn, False
-        if fd in self.closing:
-            self.finish_linger(fd)
-            return None
         sock, conn = self.kept.pop(fd)
         self.epoll.unregister(fd)
         return sock, conn, True
-
-    def linger(self, sock: socket.socket) -> None:
-        """Close the way php-fpm does, without waiting here: half-close, then
-        read and discard what the client still sends until it closes. A close
-        with bytes left unread would reset the connection (TCP) or fail the
-        client's next write (unix socket) - flup6's client sends an empty DATA
-        record after the body, for one."""
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            sock.close()
-            return
-        if len(self.closing) >= MAX_LINGERING:
-            oldest = next(iter(self.closing))
-            self.finish_linger(oldest, force=True)
-        fd = sock.fileno()
-        self.closing[fd] = sock
-        self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
-
-    def finish_linger(self, fd: int, force: bool = False) -> None:
-        sock = self.closing[fd]
-        if not force:
-            try:
-                while sock.recv(RECV_SIZE, socket.MSG_DONTWAIT):
-                    pass
-            except BlockingIOError:
-                return      # not closed yet: keep waiting
-            except OSError:
-                pass
-        del self.closing[fd]
-        self.epoll.unregister(fd)
-        sock.close()
 
     def allowed_clients(self) -> set[str] | None:
         """listen.allowed_clients as a set of normalized addresses (TCP only)."""
@@ -621,6 +576,23 @@ def _current_rss() -> int:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def linger(sock: socket.socket) -> None:
+    """Close as php-fpm does: half-close, read and discard what the client
+    still sends until it closes its side, then close. Closing with bytes left
+    unread would reset the connection (TCP) or fail the client's next write
+    (unix socket); flup6's client, for one, sends an empty DATA record after
+    the body. nginx closes at once on END_REQUEST, so this costs one read; a
+    client that never closes is cut off by SO_RCVTIMEO (FIRST_RECORD_TIMEOUT,
+    inherited from the listening socket)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(RECV_SIZE):
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
 def _normalize_ip(text: str) -> str:
     """'::ffff:127.0.0.1' and '127.0.0.1' are the same client (php-fpm)."""
     try:
@@ -676,7 +648,8 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
                             pool.request_slowlog_trace_depth)
         if pool.catch_workers_output:
             sys.stdout.reconfigure(line_buffering=True)   # a print() is a log line at once
-        procutil.die_with_parent(signal.SIGTERM, manager_pid)
+        # SIGKILL: an app may ignore SIGTERM, and a worker must not outlive its manager.
+        procutil.die_with_parent(signal.SIGKILL, manager_pid)
         if worker.app is None:
             from .app import load
             try:
@@ -687,6 +660,7 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
                 for line in traceback.format_exc().rstrip("\n").split("\n"):
                     log.error("[pool %s] child %d: %s" % (pool.name, worker.pid, line))
                 os._exit(procutil.EXIT_BOOT_FAILED)
+            worker.install_signals()      # the app's import may have changed them
         worker.slot.set_stage(IDLE, time.monotonic())
         code = profiled(worker.run) if PROFILE_DIR else worker.run()
     except SystemExit as e:
