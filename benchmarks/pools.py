@@ -22,6 +22,8 @@ memory      pm = static, 4 workers of the Flask app, after 2 s of load: PSS,
 starvation  pm = static, 2 workers, a fast app (hello), 8 wrk connections; nginx
             with upstream keepalive 16 + fastcgi_keep_conn on, and without:
             requests slower than 500 ms (from wrk's full latency record), p99, max.
+uploads     one worker (pfm, uWSGI) answering 1 MiB POSTs with their SHA-256:
+            its RSS and PSS after 10, 100, 250, 500 and 1,000 uploads (flat or not).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from benchlib.peers import Ctx, Peer, start_pfm, start_php_fpm, start_uwsgi  # n
 from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for  # noqa: E402
 from benchlib.workloads import WORKLOADS, Workload, answers  # noqa: E402
 
-BENCHES = ["burst", "coldstart", "memory", "starvation"]
+BENCHES = ["burst", "coldstart", "memory", "starvation", "uploads"]
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -335,6 +337,69 @@ def bench_starvation(tmp: Path, args) -> List[str]:
     return out
 
 
+# ---- 1 MiB uploads: worker memory -----------------------------------------------------------
+
+
+UPLOAD_MARKS = (10, 100, 250, 500, 1000)
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 30.0) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"POST {path}: status {resp.status}")
+        return data
+    finally:
+        conn.close()
+
+
+def bench_uploads(tmp: Path, args) -> List[str]:
+    w = WORKLOADS["upload"]
+    peers = [start_pfm(Ctx(tmp, workers=1, preload=True), "pfm", w)]
+    if "uwsgi" in args.with_peers:
+        peers.append(start_uwsgi(Ctx(tmp, workers=1, preload=True), "uwsgi", w))
+    ngx = None
+    rows: Dict[str, List[tuple]] = {}
+    total = max(UPLOAD_MARKS) if not args.quick else 250
+    try:
+        ngx = up(tmp, peers, w)
+        for peer in peers:
+            (pid,) = measure.workers(peer.proc.pid)[:1] or (None,)
+            m = measure.smaps(pid)
+            rows[peer.name] = [(0, m.get("Rss", 0), m.get("Pss", 0))]
+            t0 = time.monotonic()
+            for i in range(1, total + 1):
+                if post(peer.port, w.path, w.body) != w.body_answer:
+                    raise SystemExit(f"pools: {peer.name}: wrong answer to upload {i}")
+                if i in UPLOAD_MARKS:
+                    now = measure.workers(peer.proc.pid)
+                    if now != [pid]:
+                        raise SystemExit(f"pools: {peer.name}: the worker changed ({pid} -> "
+                                         f"{now}) during the uploads")
+                    m = measure.smaps(pid)
+                    rows[peer.name].append((i, m.get("Rss", 0), m.get("Pss", 0)))
+            log(f"uploads: {peer.name}: {total} uploads in {time.monotonic() - t0:.1f} s, "
+                f"{rows[peer.name]}")
+    finally:
+        down(peers, ngx)
+    marks = [0] + [m for m in UPLOAD_MARKS if m <= total]
+    out = [f"## uploads: {total} POSTs of 1 MiB to one worker, one after the other", "",
+           "The worker's RSS / PSS (MiB) after N uploads (the app reads the body in 64 KiB "
+           "pieces); flat means the body is never held whole, or is freed.", "",
+           "| peer | " + " | ".join(f"after {m}" if m else "after the check (1)"
+                                    for m in marks) + " |",
+           "|---|" + "---:|" * len(marks)]
+    for name, pts in rows.items():
+        by = {n: (rss, pss) for n, rss, pss in pts}
+        out.append(f"| {name} | " + " | ".join(
+            f"{by[m][0] / 1024:.1f} / {by[m][1] / 1024:.1f}" if m in by else "" for m in marks)
+            + " |")
+    return out
+
+
 # ---- main -----------------------------------------------------------------------------------
 
 
@@ -369,7 +434,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     apt = ["nginx", "wrk", "php-fpm"]
-    if "memory" in args.only and "uwsgi" in args.with_peers:
+    if {"memory", "uploads"} & set(args.only) and "uwsgi" in args.with_peers:
         apt += ["uwsgi", "uwsgi-python3"]
     install.ensure_apt(apt, not args.no_install)
     install.ensure_pip(["flask"], not args.no_install)
@@ -377,7 +442,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pfm-pools-"))
     keep = args.keep_tmp
     benches = {"burst": bench_burst, "coldstart": bench_coldstart, "memory": bench_memory,
-               "starvation": bench_starvation}
+               "starvation": bench_starvation, "uploads": bench_uploads}
     try:
         header = report.machine_lines()
         text = [f"# pfm pools beside php-fpm, {report.stamp()}", "",

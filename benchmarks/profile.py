@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not profs:
             raise SystemExit(f"profile: no worker-*.prof in {profdir}; is this a pfm that "
                              f"reads PFM_PROFILE_DIR?\n")
-        stats = pstats.Stats(*[str(p) for p in profs])
+        stats = pstats.Stats(*[str(p) for p in profs]).strip_dirs()
         worker_us = (cpu1.get("worker", 0) - cpu0.get("worker", 0)) * 1e6 / max(1, res.requests)
         text = [
             f"# pfm worker profile, {report.stamp()}", "",

@@ -97,7 +97,8 @@ def run_workload(tmp: Path, w: Workload, args, runs: List[Run], memory: Dict,
     wdir = tmp / w.name
     wdir.mkdir()
     ctx = Ctx(wdir, workers=args.workers, preload=not args.no_preload,
-              keepalive=args.keepalive, php_opcache=args.php_opcache)
+              keepalive=args.keepalive, php_opcache=args.php_opcache,
+              pfm_base=Path(args.pfm_base).resolve() if args.pfm_base else None)
     names = [p for p in args.peers if p != "nginx" or w.ceiling]
     peers: List[Peer] = []
     ngx = None
@@ -299,6 +300,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--keepalive", type=int, default=0,
                    help="upstream keepalive connections of the *-keepalive peers "
                         "(default: the worker count)")
+    p.add_argument("--pfm-base", metavar="DIR",
+                   help="also run pfm from this source tree (peer pfm-base, after pfm), e.g. "
+                        "`git archive REV | tar -x -C DIR`, to see how a change moves the figures")
     p.add_argument("--no-preload", action="store_true",
                    help="pfm preload = no, gunicorn without --preload, uWSGI --lazy-apps")
     p.add_argument("--php-opcache", action="store_true", help="load OPcache into php-fpm")
@@ -319,6 +323,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     bad = [x for x in args.peers if x not in STARTERS]
     if bad or not args.peers:
         p.error(f"unknown peer(s) {bad}; choose among {', '.join(STARTERS)}")
+    if args.pfm_base:
+        if not (Path(args.pfm_base) / "pfm" / "__main__.py").exists():
+            p.error(f"--pfm-base {args.pfm_base}: not a pfm source tree")
+        if "pfm-base" not in args.peers:
+            args.peers.insert(args.peers.index("pfm") + 1 if "pfm" in args.peers
+                              else len(args.peers), "pfm-base")
+    elif "pfm-base" in args.peers:
+        p.error("the pfm-base peer needs --pfm-base DIR")
     bad = [x for x in args.workloads if x not in WORKLOADS]
     if bad or not args.workloads:
         p.error(f"unknown workload(s) {bad}; choose among {', '.join(WORKLOADS)}")

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -27,6 +27,7 @@ class Ctx:
     keepalive: int = 0              # upstream keepalive of the *-keepalive peers (0: workers)
     php_opcache: bool = False
     pfm_src: Path = ROOT
+    pfm_base: Optional[Path] = None     # another pfm source tree: the pfm-base peer
     pfm_extra: str = ""             # more lines in pfm's pool section
     pm: str = "static"              # with pm_lines, for the pools benchmarks
     pm_lines: str = ""
@@ -185,6 +186,7 @@ def start_nginx_return(ctx: Ctx, name: str, w: Workload) -> Peer:
 STARTERS: Dict[str, Callable[[Ctx, Workload], Peer]] = {
     "pfm": lambda c, w: start_pfm(c, "pfm", w),
     "pfm-keepalive": lambda c, w: start_pfm(c, "pfm-keepalive", w, _ka(c)),
+    "pfm-base": lambda c, w: start_pfm(replace(c, pfm_src=c.pfm_base), "pfm-base", w),
     "php-fpm": lambda c, w: start_php_fpm(c, "php-fpm", w),
     "php-fpm-keepalive": lambda c, w: start_php_fpm(c, "php-fpm-keepalive", w, _ka(c)),
     "uwsgi": lambda c, w: start_uwsgi(c, "uwsgi", w),

@@ -46,6 +46,7 @@ class Workload:
     check: Callable[[bytes], bool]
     script: Path = SLOW        # wrk -s
     body: Optional[bytes] = None
+    body_answer: Optional[bytes] = None
     ceiling: bool = True       # nginx's `return 200` is a meaningful ceiling
     about: str = ""
     short: str = ""            # the chart's title
@@ -64,7 +65,7 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in [
              about="a 65,536-byte answer"),
     Workload("upload", "/upload", "workloads:upload", "upload.php", _check_upload,
              short="1 MiB POST, length + SHA-256",
-             script=POST_1MIB, body=UPLOAD,
+             script=POST_1MIB, body=UPLOAD, body_answer=UPLOAD_ANSWER,
              about="1 MiB POST (wrk/post-1mib.lua), answered with its length and SHA-256"),
     Workload("sleep", "/sleep", "workloads:sleep", "sleep.php", _check_sleep,
              short="50 ms sleep (pool saturated)", ceiling=False,
