@@ -255,6 +255,8 @@ class Pfm:
         self.pid: int | None = None
         self.pools: dict[str, dict] = {}
         self.port = free_port()
+        self._spec = None if raw is not None else (
+            dict(global_ or {}), pools if pools is not None else {name: dict(pool or {})})
         if raw is not None:
             text = (raw.replace("@DIR@", str(self.dir)).replace("@LOG@", str(self.log_path))
                     .replace("@APPS@", str(APPS)).replace("@PORT@", str(self.port)))
@@ -306,6 +308,34 @@ class Pfm:
         return [sys.executable, "-m", "pfm", "-F", "-R", "-y", str(self.conf_path)] + self.args
 
     def start(self, wait: bool = True, workers: bool = True) -> "Pfm":
+        """Start and (by default) wait until ready with every worker up.
+
+        A port the harness picked can be taken by someone else's outgoing
+        connection before pfm binds it; then pfm is started again on fresh
+        ports (the failed attempt's files are kept beside, as *.attemptN)."""
+        for attempt in range(1, 4):
+            self._launch()
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                break
+            except AssertionError:
+                if (self._spec is None or attempt == 3 or self.proc.poll() is None
+                        or "Address already in use" not in self.log() + self.output()):
+                    raise
+            for path in (self.log_path, self.out_path, self.conf_path):
+                if path.exists():
+                    path.rename(path.with_name(path.name + ".attempt%d" % attempt))
+            self.port = free_port()
+            self.pools = {}
+            self.config_text = self._render(*self._spec)
+            self.conf_path.write_text(self.config_text)
+        if workers:
+            self.wait_workers()
+        return self
+
+    def _launch(self) -> None:
         out = open(self.out_path, "ab")
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -315,11 +345,6 @@ class Pfm:
         finally:
             out.close()
         self.pid = self.proc.pid
-        if wait:
-            self.wait_ready()
-            if workers:
-                self.wait_workers()
-        return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         def ready():
@@ -756,7 +781,8 @@ class Nginx:
         if not os.path.exists(FASTCGI_PARAMS):
             raise AssertionError("%s is missing (Debian's nginx-common ships it)"
                                  % FASTCGI_PARAMS)
-        self.conf_path.write_text(self._render(keepalive, buffering, max_body, locations or {}))
+        self._options = (keepalive, buffering, max_body, locations or {})
+        self.conf_path.write_text(self._render(*self._options))
 
     def _render(self, keepalive, buffering, max_body, locations) -> str:
         d = self.dir
@@ -799,6 +825,21 @@ http {{
 """
 
     def start(self) -> "Nginx":
+        """Start and wait for the port; on a port taken meanwhile, retry on another."""
+        for attempt in range(1, 4):
+            try:
+                return self._start_once()
+            except AssertionError:
+                if attempt == 3 or "Address already in use" not in self.error_log_text():
+                    raise
+            self.error_log.rename(self.error_log.with_name("nginx-error.log.attempt%d"
+                                                           % attempt))
+            self.port = free_port()
+            self.url = "http://127.0.0.1:%d" % self.port
+            self.conf_path.write_text(self._render(*self._options))
+        return self
+
+    def _start_once(self) -> "Nginx":
         out = open(self.dir / "nginx.out", "ab")
         try:
             self.proc = subprocess.Popen(
