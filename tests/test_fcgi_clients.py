@@ -171,6 +171,28 @@ def test_worker_drains_before_closing_so_trailing_records_are_harmless(pfm_facto
     assert not failures, "the worker closed without draining: %r" % failures
 
 
+@pytest.mark.timeout(40)
+def test_client_that_never_closes_does_not_hold_the_worker(one_worker):
+    """A client that reads its (non keep-alive) response but never closes its
+    end must not keep the worker from serving others: the drain before the
+    close is bounded (nginx always closes; a monitoring script or a broken
+    client may not)."""
+    idle = FcgiConnection(one_worker.address(), timeout=30)
+    try:
+        assert idle.request(request_params("/hello")).status == 200
+        t0 = time.monotonic()
+        try:
+            r = fcgi_get(one_worker.address(), "/hello", timeout=12)
+        except TimeoutError:
+            pytest.fail("no answer in 12 s: the only worker still waits for the first "
+                        "client to close its end")
+        waited = time.monotonic() - t0
+        assert r.status == 200
+        assert waited < 10, "the next request waited %.1f s" % waited
+    finally:
+        idle.close()
+
+
 def test_flup_client_many_posts_over_a_unix_socket(pfm_factory):
     """200 POSTs with flup6's client over a unix socket all succeed (it sends an
     empty FCGI_DATA record after the body, racing the worker's close)."""
