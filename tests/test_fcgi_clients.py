@@ -171,18 +171,32 @@ def test_worker_drains_before_closing_so_trailing_records_are_harmless(pfm_facto
     assert not failures, "the worker closed without draining: %r" % failures
 
 
+def _connect_during_startup(p) -> FcgiConnection:
+    """A connection made as soon as the master listens, while the workers still
+    import the app (slow_import takes a second): the kernel completes it in the
+    backlog, so it gets whatever socket options the listening socket had then."""
+    def attempt():
+        try:
+            return FcgiConnection(p.address(), timeout=30)
+        except OSError:
+            return None
+    return wait_for(attempt, 10, "the pool's socket to accept connections", interval=0.005)
+
+
 @pytest.mark.timeout(40)
-def test_client_that_never_closes_does_not_hold_the_worker(one_worker):
+def test_client_that_never_closes_does_not_hold_the_worker(pfm_factory):
     """A client that reads its (non keep-alive) response but never closes its
     end must not keep the worker from serving others: the drain before the
     close is bounded (nginx always closes; a monitoring script or a broken
-    client may not)."""
-    idle = FcgiConnection(one_worker.address(), timeout=30)
+    client may not). The connection is made while pfm starts, the hardest
+    case: it waits in the backlog before any worker runs."""
+    p = pfm_factory(pool={"pm.max_children": 1, "app": "slow_import:app"}, wait=False)
+    idle = _connect_during_startup(p)
     try:
         assert idle.request(request_params("/hello")).status == 200
         t0 = time.monotonic()
         try:
-            r = fcgi_get(one_worker.address(), "/hello", timeout=12)
+            r = fcgi_get(p.address(), "/hello", timeout=12)
         except TimeoutError:
             pytest.fail("no answer in 12 s: the only worker still waits for the first "
                         "client to close its end")
@@ -191,6 +205,30 @@ def test_client_that_never_closes_does_not_hold_the_worker(one_worker):
         assert waited < 10, "the next request waited %.1f s" % waited
     finally:
         idle.close()
+
+
+@pytest.mark.timeout(40)
+def test_connection_that_sends_nothing_is_dropped(pfm_factory):
+    """A connection that sends nothing is closed after about 5 s with a log
+    line (php-fpm polls a new connection 5 s for its first bytes), so it
+    holds a worker no longer. The connection is made while pfm starts, the
+    hardest case: it waits in the backlog before any worker runs."""
+    p = pfm_factory(pool={"pm.max_children": 1, "app": "slow_import:app"}, wait=False)
+    silent = _connect_during_startup(p)
+    try:
+        p.wait_ready()
+        t0 = time.monotonic()
+        try:
+            r = fcgi_get(p.address(), "/hello", timeout=12)
+        except TimeoutError:
+            pytest.fail("no answer in 12 s: the only worker still waits for the silent "
+                        "connection's first record")
+        assert r.status == 200
+        assert time.monotonic() - t0 < 10
+        p.wait_log(r"closing connection: no data for 5 seconds")
+        assert silent.next_event() is fastcgi.CLOSED
+    finally:
+        silent.close()
 
 
 def test_flup_client_many_posts_over_a_unix_socket(pfm_factory):
