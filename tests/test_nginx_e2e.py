@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -459,6 +460,32 @@ def test_exception_after_the_headers_went_out(pfm_factory, nginx_factory):
     p.wait_log(r"RuntimeError: late boom late7")
     r = requests.get(n.url + "/pid", timeout=10)
     assert r.status_code == 200 and r.json()["pid"] == worker
+
+
+@pytest.mark.timeout(60)
+def test_upload_that_pauses_mid_body_with_request_buffering_off(pfm_factory, nginx_factory):
+    """With `fastcgi_request_buffering off` nginx streams the body as the client
+    sends it; a slow client that pauses 6 s half-way must still get its upload
+    read whole (php-fpm just waits; nginx's own timeouts govern the client)."""
+    p = pfm_factory(pool={"pm.max_children": 1})
+    n = nginx_factory(p.backend(), locations={"/upload": ["fastcgi_request_buffering off;"]})
+    body = os.urandom(200000)
+    conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/upload")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.endheaders(body[:100000])
+        time.sleep(6)
+        conn.send(body[100000:])
+        r = conn.getresponse()
+        raw = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, (r.status, raw[:300], p.log()[-2000:])
+    info = json.loads(raw)
+    assert info["size"] == len(body)
+    assert info["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 class PatternBody:
