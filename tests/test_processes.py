@@ -454,6 +454,29 @@ def test_unix_socket_mode_and_removal(pfm_factory):
     assert not os.path.exists(path)
 
 
+@pytest.mark.timeout(40)
+def test_unix_socket_left_by_a_killed_master_is_reused_but_a_live_one_is_not(pfm_factory,
+                                                                            run_dir):
+    """A socket file left behind by a master killed with SIGKILL does not stop
+    the next start; a socket another pfm still listens on does (php-fpm:
+    'Another FPM instance seems to already listen on PATH'), exit 78."""
+    path = str(run_dir / "shared.sock")
+    first = pfm_factory(pool={"listen": path})
+    second = pfm_factory(pool={"listen": path}, start=False)
+    proc = subprocess.run(second.command(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, env=harness.test_env(), timeout=20)
+    assert proc.returncode == 78, (proc.returncode, proc.stderr)
+    assert "seems to already listen on %s" % path in proc.stderr + second.log()
+    assert fcgi_get(path, "/hello").status == 200     # the first one was not disturbed
+
+    tree = first.tree()
+    os.kill(first.pid, signal.SIGKILL)
+    wait_for(lambda: _gone(tree), 5, "the killed master's tree to exit")
+    assert os.path.exists(path)                        # stale: nobody unlinked it
+    third = pfm_factory(pool={"listen": path})
+    assert fcgi_get(path, "/pid").json()["pid"] in third.worker_pids()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs a root master")
 def test_unix_socket_owner_and_group(pfm_factory):
     """listen.owner / listen.group / listen.mode set the socket file's owner,
