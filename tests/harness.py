@@ -176,6 +176,20 @@ def group_members(pgrp: int) -> list[int]:
     return sorted(out)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time a process has used (0 if it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("latin-1")
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def vm_kb(pid: int, field: str = "VmRSS") -> int:
     with open("/proc/%d/status" % pid) as f:
         for line in f:

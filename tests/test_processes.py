@@ -79,6 +79,19 @@ def test_pool_manager_and_workers_run_as_the_pool_user(pfm_factory):
     assert fcgi_get(p.address(), "/pid").json()["pid"] in p.worker_pids()
 
 
+def test_idle_pool_uses_no_cpu(pfm_factory):
+    """An idle pool sleeps: master, managers and workers together use well
+    under 0.1 s of CPU in 2 s (no polling loop, no busy wait)."""
+    p = pfm_factory(pools={"www": {"pm.max_children": 4}, "api": {"pm.max_children": 2}})
+    harness.wait_serving(p.address("www"))
+    time.sleep(0.5)
+    tree = p.tree()
+    before = sum(harness.cpu_seconds(x) for x in tree)
+    time.sleep(2)
+    used = sum(harness.cpu_seconds(x) for x in tree) - before
+    assert used < 0.1, "an idle pool used %.2f s of CPU in 2 s" % used
+
+
 def test_error_log_lines_have_php_fpm_format(pfm):
     """Every line pfm writes to error_log is '[dd-Mon-YYYY HH:MM:SS] LEVEL: message'."""
     fcgi_get(pfm.address(), "/boom", "token=fmt")  # a multi-line traceback, too
