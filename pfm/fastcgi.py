@@ -563,6 +563,11 @@ class ServerConnection(_RecordReader):
         """FCGI_KEEP_CONN of the active request: if False, close after END_REQUEST."""
         return self._keep_conn if self._state != _IDLE else False
 
+    def pending_bytes(self) -> bytes:
+        """Received bytes not consumed yet (a next request's first records),
+        for handing the connection to another process."""
+        return bytes(self._buf[self._pos:])
+
     def data_to_send(self) -> bytes:
         """Drain the reply bytes queued by management records and refusals."""
         if not self._out:

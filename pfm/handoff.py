@@ -11,10 +11,23 @@ A message is one connection: its descriptor (SCM_RIGHTS) and its bytes.
 from __future__ import annotations
 
 import array
+import mmap
 import socket
+import struct
 
 MAX_BYTES = 65536    # what the manager reads before deciding (nginx sends params first);
                      # a message never carries more, so the worker's receive buffer fits it
+
+
+def adoption_pair() -> tuple[socket.socket, socket.socket]:
+    """(send end, receive end) of a pool's adoption socket: a worker that stops
+    (pm.max_requests, pm.max_memory, a reload's SIGQUIT) passes its idle
+    kept-alive connections here instead of closing them, and another worker
+    of the pool - of the next generation after a reload - adopts them. Closing
+    a connection nginx keeps for reuse races with nginx sending a request on
+    it (nginx answers a POST so cut short with 502); passing it on does not.
+    The master makes one per pool name and keeps it across reloads."""
+    return pair()
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -50,3 +63,29 @@ def receive(sock: socket.socket, family: int):
     conn = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
     conn.setblocking(True)
     return conn, (b"" if data == b"\0" else data)
+
+
+_CELL = struct.Struct("<Q")
+
+
+class HandoffCounts:
+    """How many handed-off connections wait for a worker, for the status
+    page's listen queue (they left the kernel's queue but still wait).
+
+    Shared memory with one writer per cell: cell 0 counts what the manager
+    sent; cell 1+i what the worker in scoreboard slot i took (the next worker
+    in that slot goes on counting from there)."""
+
+    def __init__(self, nslots: int):
+        self._buf = mmap.mmap(-1, (nslots + 1) * _CELL.size, flags=mmap.MAP_SHARED)
+
+    def sent(self) -> None:
+        _CELL.pack_into(self._buf, 0, _CELL.unpack_from(self._buf, 0)[0] + 1)
+
+    def taken(self, slot: int) -> None:
+        off = (slot + 1) * _CELL.size
+        _CELL.pack_into(self._buf, off, _CELL.unpack_from(self._buf, off)[0] + 1)
+
+    def waiting(self) -> int:
+        cells = [n for (n,) in _CELL.iter_unpack(self._buf)]
+        return max(0, cells[0] - sum(cells[1:]))

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from . import logfiles, procutil, reexec, signals, sockets
+from . import handoff, logfiles, procutil, reexec, signals, sockets
 from .log import Log
 from .logfiles import PoolFiles
 from .poolmanager import Inherited, manager_main
@@ -61,6 +61,7 @@ class Master:
         self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
         self.status_listeners: dict[str, sockets.Listener] = {}  # pool name -> pm.status_listen
         self.boards: dict[str, Scoreboard] = {}    # pool name -> its current scoreboard
+        self.adoptions: dict = {}      # pool name -> adoption socket pair, kept across reloads
         self.retiring: list[int] = []      # old managers waiting for the new generation
         self.retire_deadline = 0.0
         self.generation = 0    # bumped by each reload; older managers are retiring
@@ -480,6 +481,9 @@ class Master:
         used = {m.cell for m in self.managers.values()}
         cell = next(i for i in range(self.processes.cells) if i not in used)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        adoption = self.adoptions.get(pool.name)
+        if adoption is None:
+            adoption = self.adoptions[pool.name] = handoff.adoption_pair()
         pid = signals.fork()
         if pid == 0:
             ours.close()
@@ -497,6 +501,10 @@ class Master:
                     files.close()
             for manager in self.managers.values():
                 manager.control.close()
+            for name, other in self.adoptions.items():
+                if name != pool.name:
+                    for end in other:
+                        end.close()
             for name, other_board in self.boards.items():
                 if name != pool.name or other_board is not board:
                     other_board.close()    # another pool's scoreboard is none of its business
@@ -504,7 +512,8 @@ class Master:
                                    self.lifeline_r, self.report_w, theirs, master,
                                    self.config.global_.process_control_timeout,
                                    self.status_listeners.get(pool.name),
-                                   self.processes, cell, self.config.global_.process_max))
+                                   self.processes, cell, self.config.global_.process_max,
+                                   adoption))
         theirs.close()
         self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours, board,
                                      cell)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from . import listenqueue, logfiles, procutil, signals
 from . import pool as policy
 from .requestwatch import RequestWatch
-from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts
+from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
 from .signals import SignalPipe
 from .worker import worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
@@ -66,6 +66,7 @@ class Inherited:
     processes: object = None         # processmax.ProcessTable shared by every pool
     cell: int = 0                    # this manager's cell in it
     process_max: int = 0             # [global] process.max, 0: no cap
+    adoption: tuple = None           # the pool's adoption socket pair (handoff.py)
 
 
 class PoolManager:
@@ -116,6 +117,8 @@ class PoolManager:
         if self.watches_listen():
             self.epoll.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
             self.handlers[self.listener.fileno()] = self.on_listen
+        for _ in range(policy.initial(self.pool)):     # pm.start_servers for dynamic
+            self.spawn()
         self.manage(time.monotonic())
         return self.loop()
 
@@ -276,7 +279,7 @@ class PoolManager:
         """Apply the policy: fork, stop idle workers, recycle one retiree."""
         slots = self.board.read()
         idle, active, _total = counts(slots)
-        self.board.update_max_active(active)
+        self.board.update_max_active(max(active, peak_active(slots, now)))
         pending = None
         if self.listen_woke or now >= self.next_check:
             pending = listenqueue.queue(self.listener.sock)[0]
@@ -325,10 +328,15 @@ class PoolManager:
             if state is not None and state.stage == STARTING:
                 return
             self.replacement = None
-        pid = self.retiring.popleft()
+        pid = self.retiring[0]
         if pid not in self.children:
+            self.retiring.popleft()
             return
-        self.replacement = self.spawn()
+        replacement = self.spawn()
+        if replacement is None:
+            return      # no slot free yet (the last retiree not reaped): next pass
+        self.retiring.popleft()
+        self.replacement = replacement
         self.stop_worker(pid)
 
     def stop_worker(self, pid: int) -> None:
@@ -351,9 +359,15 @@ class PoolManager:
             self.log.error("[pool %s] fork() failed: %s" % (self.name, e.strerror))
             return None
         if pid == 0:
-            self.in_child(pipes)
+            try:
+                self.in_child(pipes)
+            except BaseException:
+                self.log.alert("[pool %s] child %d failed to start: %s" % (
+                    self.name, os.getpid(), traceback.format_exc().replace("\n", " | ")))
+                os._exit(procutil.EXIT_BOOT_FAILED)
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
-                        self.board, index, self.retire_w, self.desk.handoff_for_workers)
+                        self.board, index, self.retire_w, self.desk.handoff_for_workers,
+                        self.desk.counts, self.inherited.adoption)
         self.children[pid] = Child(pid, time.monotonic(), index)
         self.count_processes()
         if pipes:
@@ -367,6 +381,7 @@ class PoolManager:
         """In a new worker: drop what belongs to the manager."""
         self.sigpipe.close()
         self.epoll.close()
+        self.desk.in_child()
         for fd in list(self.handlers):
             if fd not in (self.listener.fileno(), self.retire_w):
                 try:
@@ -374,7 +389,6 @@ class PoolManager:
                 except OSError:
                     pass
         os.close(self.inherited.report_fd)
-        self.desk.in_child()
         if pipes:
             pipes.in_child()
         else:

@@ -196,6 +196,29 @@ class PoolCounters:
     slow_requests: int
 
 
+def peak_active(states: Iterable[SlotState], now: float) -> int:
+    """The most requests that ran at once among each worker's current or last
+    request: catches a burst between two reads of the table, which counting
+    the active workers at read time alone misses."""
+    edges = []
+    for s in states:
+        if not s.pid or not s.request_start:
+            continue
+        if s.idle or s.stage == STARTING:
+            if not s.duration_us:
+                continue
+            end = s.request_start + s.duration_us / 1e6
+        else:
+            end = now
+        edges.append((s.request_start, 1))
+        edges.append((end, -1))
+    peak = current = 0
+    for _t, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 def counts(states: Iterable[SlotState]) -> Tuple[int, int, int]:
     """(idle, active, total) of the workers in `states`; a reserved slot
     (booting worker) is active, as php-fpm counts a child before its first accept."""

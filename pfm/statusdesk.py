@@ -11,11 +11,13 @@ already read (handoff.py). The desk also serves pm.status_listen.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 
 from . import fastcgi, handoff, listenqueue, status
 from .fastcgi import NEED_DATA, Request, StdinEnd
+from .scoreboard import peak_active
 from .wsgi import header_block
 
 MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
@@ -23,10 +25,12 @@ READ_TIMEOUT = 5.0      # a connection that sends no complete request in this lo
 _NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
 
 
-def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False):
+def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False,
+           held: int = 0):
     """(status, headers, body) for a ping or status request, or None.
     `status_anywhere`: pm.status_listen without pm.status_path serves the
-    status page at any path."""
+    status page at any path. `held`: connections the desk took off the listen
+    queue and holds (they still wait, so they count in it)."""
     script = params.get("SCRIPT_NAME")
     method = params.get("REQUEST_METHOD", "GET")
     if pool.ping_path and script == pool.ping_path:
@@ -34,12 +38,18 @@ def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False
     if (pool.pm_status_path and script == pool.pm_status_path) or (
             status_anywhere and not pool.pm_status_path):
         counters, slots = board.snapshot()
+        now = time.monotonic()
+        peak = max(counters.max_active, peak_active(slots, now))
+        if peak > counters.max_active:
+            counters = dataclasses.replace(counters, max_active=peak)
         queue, backlog = listenqueue.queue(listen_sock)
+        if queue is not None:
+            queue += held
         query = params.get("QUERY_STRING", "")
         memory = proc_memory([s.pid for s in slots if s.pid]) if "full" in query else None
         return status.status_response(pool, counters, slots, listen_queue=queue,
                                       listen_queue_len=backlog, now_wall=time.time(),
-                                      now_mono=time.monotonic(), memory=memory,
+                                      now_mono=now, memory=memory,
                                       query_string=query, method=method)
     return None
 
@@ -87,9 +97,10 @@ class StatusDesk:
         self.manager = manager
         self.pool = pool = manager.pool
         self.intercepts = bool(pool.pm_status_path or pool.ping_path)
-        self.ours = self.handoff_for_workers = None
+        self.ours = self.handoff_for_workers = self.counts = None
         if self.intercepts:
             self.ours, self.handoff_for_workers = handoff.pair()
+            self.counts = handoff.HandoffCounts(manager.board.nslots)
         self.held: dict[int, Held] = {}
         self.waiting_handoff: list[Held] = []
         self.status_listener = manager.inherited.status_listener
@@ -183,7 +194,8 @@ class StatusDesk:
         request = held.request
         m = self.manager
         reply = answer(self.pool, m.board, m.listener.sock, request.params,
-                       status_anywhere=not held.from_pool) or _NOT_FOUND
+                       status_anywhere=not held.from_pool,
+                       held=self.still_waiting(held)) or _NOT_FOUND
         try:
             held.sock.setblocking(True)
             held.sock.settimeout(1.0)
@@ -192,12 +204,20 @@ class StatusDesk:
             pass
         self.drop(held)
 
+    def still_waiting(self, asking: Held | None = None) -> int:
+        """Connections taken off the kernel's listen queue that no worker has
+        yet: they still count in the status page's listen queue."""
+        held = sum(h.from_pool and h is not asking for h in self.held.values())
+        sent = self.counts.waiting() if self.counts is not None else 0
+        return held + len(self.waiting_handoff) + sent
+
     def pass_on(self, held: Held) -> None:
         """An ordinary request: to the next free worker, with what was read."""
         self.forget(held)
         if not handoff.send(self.ours, held.sock, bytes(held.raw)):
             self.waiting_handoff.append(held)
             return
+        self.counts.sent()
         held.sock.close()
 
     def forget(self, held: Held) -> None:
@@ -216,6 +236,7 @@ class StatusDesk:
             held = self.waiting_handoff[0]
             if not handoff.send(self.ours, held.sock, bytes(held.raw)):
                 break
+            self.counts.sent()
             self.waiting_handoff.pop(0)
             held.sock.close()
         for held in list(self.held.values()):
@@ -235,6 +256,7 @@ class StatusDesk:
         if self.ours is not None:
             self.ours.close()
         if self.status_listener is not None:
+            self.manager.unwatch(self.status_listener.fileno())
             self.status_listener.sock.close()
 
     def close(self) -> None:

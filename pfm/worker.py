@@ -20,13 +20,14 @@ import sys
 import time
 import traceback
 
-from . import fastcgi, procutil, signals
+from . import fastcgi, handoff, procutil, signals
 from .accesslog import Entry, compile_format
 from .fastcgi import NEED_DATA, Abort, Request, StdinData, StdinEnd
 from .handoff import receive
 from .pool import max_requests_for_worker
 from .requestwatch import install_stack_dumps
 from .scoreboard import FINISHING, IDLE, KEEPALIVE, RETIRING
+from .sockets import RECEIVE_TIMEOUT
 from .statusdesk import answer
 from .wsgi import (
     ErrorStream,
@@ -41,7 +42,6 @@ from .wsgi import (
 RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
-FIRST_RECORD_TIMEOUT = 5.0   # php-fpm polls a new connection this long for its first bytes
 
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _ACCEPT_AGAIN = (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO)
@@ -62,7 +62,7 @@ class Worker:
     workers; the module-level state of the app lives in this process only."""
 
     def __init__(self, pool, listener, log, app, files=None, handoff=None, slot=None,
-                 retire_fd: int = -1, board=None):
+                 retire_fd: int = -1, board=None, handoff_counts=None, adoption=None):
         self.pool = pool
         self.name = pool.name
         self.listen_sock = listener.sock
@@ -73,7 +73,7 @@ class Worker:
         self.max_requests = max_requests_for_worker(pool, random.Random(self.pid))
         self.max_memory = pool.pm_max_memory or 0
         self.retire_reason: str | None = None
-        self.cpu_used = 0.0          # user+system CPU seconds at the end of the last request
+        self.cpu_used = 0.0          # user+system CPU seconds when the request began
         # Per-request CPU and memory only feed the status page: skip the syscall without one.
         self.measure = bool(pool.pm_status_path or pool.pm_status_listen)
         self.retire_fd = retire_fd
@@ -90,6 +90,9 @@ class Worker:
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
         self.answered = False        # the last request's response went out complete
         self.handoff = handoff      # the pool's hand-off socket, shared by its workers
+        self.handoff_counts = handoff_counts
+        self.adoption = adoption    # (send, receive): idle kept connections between workers
+        self.slot_index = slot.index if slot is not None else -1
         self.errors = ErrorStream(self._said_into_stderr)
         self.access_fd = files.access_fd if files is not None else -1
         self.access_format = compile_format(pool.access_format) if self.access_fd >= 0 else None
@@ -136,14 +139,16 @@ class Worker:
         lsock = self.listen_sock
         self.lfd = lsock.fileno()
         lsock.setblocking(False)   # shared by the pool: accept() never blocks a worker
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(FIRST_RECORD_TIMEOUT))
         self.allowed = self.allowed_clients()
         self.epoll = epoll = select.epoll()
         epoll.register(self.lfd, _EXCLUSIVE)
-        self.hfd = -1
+        self.hfd = self.afd = -1
         if self.handoff is not None:
             self.hfd = self.handoff.fileno()
             epoll.register(self.hfd, _EXCLUSIVE)
+        if self.adoption is not None:
+            self.afd = self.adoption[1].fileno()
+            epoll.register(self.afd, _EXCLUSIVE)
         kept = self.kept
         try:
             while not (self.stopping or self.retire_reason):
@@ -175,13 +180,53 @@ class Worker:
         except _Shutdown:
             return procutil.EXIT_OK
         finally:
-            for sock, _conn in kept.values():
-                sock.close()
+            for sock, conn in list(kept.values()):
+                self.close_kept(sock, conn)
             kept.clear()
             epoll.close()
         if self.retire_reason and not self.stopping:
             self.retire()
         return procutil.EXIT_OK
+
+    def adopt(self):
+        """An idle kept-alive connection another worker of the pool gave up:
+        watch it as one of ours (serve it now if a request came with it)."""
+        got = receive(self.adoption[1], self.listen_sock.family)
+        if got is None:
+            return None
+        sock, data = got
+        conn = fastcgi.ServerConnection(self.max_params_bytes)
+        if data:
+            conn.receive_data(data)
+            return sock, conn, False
+        self.kept[sock.fileno()] = (sock, conn)
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        return None
+
+    def close_kept(self, sock: socket.socket, conn) -> None:
+        """Leaving with idle kept-alive connections: pass each to another
+        worker of the pool (handoff.adoption_pair); failing that, serve a
+        request nginx already sent on it (as its last), then close gracefully.
+        Closing with a request unread would reset it."""
+        if self.adoption is not None and handoff.send(self.adoption[0], sock,
+                                                      conn.pending_bytes()):
+            sock.close()
+            return
+        try:
+            pending = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pending = b""
+        except OSError:
+            sock.close()
+            return
+        try:
+            if pending and self.serve(sock, conn, True) is DROP:
+                sock.close()
+                return
+        except BaseException:
+            sock.close()
+            return
+        linger(sock)
 
     def requeue(self, epoll) -> None:
         """Back to the end of the listening socket's queue of exclusive
@@ -224,12 +269,16 @@ class Worker:
                 return None
             sock = socket.socket(self.listen_sock.family, socket.SOCK_STREAM, 0, cfd)
             return sock, fastcgi.ServerConnection(self.max_params_bytes), False
+        if fd == self.afd:
+            return self.adopt()
         if fd == self.hfd:
             # A connection the manager accepted while every worker was busy,
             # with the bytes it read from it (handoff.py).
             got = receive(self.handoff, self.listen_sock.family)
             if got is None:
                 return None
+            if self.handoff_counts is not None:
+                self.handoff_counts.taken(self.slot_index)
             sock, data = got
             conn = fastcgi.ServerConnection(self.max_params_bytes)
             conn.receive_data(data)
@@ -278,7 +327,7 @@ class Worker:
                         return LINGER if self.answered else DROP
                     served = True
                     if self.stopping or self.retire_reason:
-                        return DROP
+                        return KEEP       # still kept: handed to another worker on the way out
                     continue
                 if event is fastcgi.CLOSED:
                     return DROP
@@ -292,7 +341,7 @@ class Worker:
             _send_quietly(sock, conn.data_to_send())
         except BlockingIOError:
             self.log.notice("%s: closing connection: no data for %.0f seconds"
-                            % (self.prefix, FIRST_RECORD_TIMEOUT))
+                            % (self.prefix, RECEIVE_TIMEOUT))
         except (ConnectionLost, ConnectionError):
             pass
         return DROP
@@ -324,10 +373,13 @@ class Worker:
                     raise ConnectionLost()
 
         body = InputStream(pull)
-        response = Response(sock, rid, self.slot)
+        response = Response(sock, rid, self.slot, self)
         get = params.get
         self.current_params = params
         start = time.monotonic()
+        if self.measure:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            self.cpu_used = usage.ru_utime + usage.ru_stime
         self.slot.request_start(get("REQUEST_METHOD", "").encode("latin-1"),
                                 get("SCRIPT_NAME", "").encode("latin-1"),
                                 get("QUERY_STRING", "").encode("latin-1"),
@@ -339,7 +391,9 @@ class Worker:
                        else None)
         ok = True
         if self.special_paths and get("SCRIPT_NAME") in self.special_paths:
-            code, headers, payload = answer(self.pool, self.board, self.listen_sock, params)
+            waiting = self.handoff_counts.waiting() if self.handoff_counts is not None else 0
+            code, headers, payload = answer(self.pool, self.board, self.listen_sock, params,
+                                            held=waiting)
             response.complete(code, headers, payload)
         else:
             environ = make_environ(params, self.base)
@@ -360,9 +414,8 @@ class Worker:
     def request_end(self, start: float, keep: bool, params: dict) -> None:
         """The slot goes idle with the request's figures; decide on recycling.
 
-        One getrusage(2) gives both: the CPU spent since the previous request
-        ended (this request, plus the accept that began it) and the peak RSS.
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID) twice per request costs more."""
+        getrusage(2) at the start and here gives the request's CPU and the
+        peak RSS; only with a status page to show them."""
         now = time.monotonic()
         cpu = memory = 0
         if self.measure:
@@ -460,12 +513,13 @@ class Response:
     the FastCGI records that carry them."""
 
     __slots__ = ("sock", "rid", "status", "headers", "headers_sent", "finished", "released",
-                 "slot")
+                 "slot", "worker")
 
-    def __init__(self, sock: socket.socket, rid: int, slot=None):
+    def __init__(self, sock: socket.socket, rid: int, slot=None, worker=None):
         self.sock = sock
         self.rid = rid
         self.slot = slot
+        self.worker = worker
         self.status = None
         self.headers = None
         self.headers_sent = False
@@ -496,6 +550,16 @@ class Response:
             data = header_block(self.status, self.headers) + data
         self.sock.sendall(fastcgi.stdout(self.rid, data))
 
+    def closing(self) -> bool:
+        """This response is the connection's last: its END_REQUEST goes out
+        followed at once by a FIN, so nginx sees the connection end before it
+        could cache it for another request (a kept-alive connection closed
+        later could already carry one, and nginx would get a reset)."""
+        w = self.worker
+        return self.released or (w is not None and w.adoption is None and (
+            w.stopping or w.retire_reason is not None
+            or (w.max_requests and w.requests >= w.max_requests)))
+
     def end(self) -> None:
         if self.finished:
             return
@@ -506,8 +570,8 @@ class Response:
         self.headers_sent = True
         self.finished = True
         self.sock.sendall(out + fastcgi.end_request(self.rid))
-        if self.released:
-            self.sock.shutdown(socket.SHUT_WR)
+        if self.closing():
+            _shutdown_write(self.sock)
 
     def complete(self, status: str, headers, body: bytes) -> None:
         """The whole response in one send: headers, body, end of stream, END_REQUEST."""
@@ -522,8 +586,8 @@ class Response:
         self.finished = True
         self.sock.sendall(fastcgi.stdout(self.rid, header_block(status, headers) + body)
                           + fastcgi.end_request(self.rid))
-        if self.released:
-            self.sock.shutdown(socket.SHUT_WR)
+        if self.closing():
+            _shutdown_write(self.sock)
 
     def send_raw(self, stdout_bytes: bytes) -> None:
         """The 500 of an app that failed before answering."""
@@ -576,13 +640,20 @@ def _current_rss() -> int:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def _shutdown_write(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
 def linger(sock: socket.socket) -> None:
     """Close as php-fpm does: half-close, read and discard what the client
     still sends until it closes its side, then close. Closing with bytes left
     unread would reset the connection (TCP) or fail the client's next write
     (unix socket); flup6's client, for one, sends an empty DATA record after
     the body. nginx closes at once on END_REQUEST, so this costs one read; a
-    client that never closes is cut off by SO_RCVTIMEO (FIRST_RECORD_TIMEOUT,
+    client that never closes is cut off by SO_RCVTIMEO (RECEIVE_TIMEOUT,
     inherited from the listening socket)."""
     try:
         sock.shutdown(socket.SHUT_WR)
@@ -602,11 +673,6 @@ def _normalize_ip(text: str) -> str:
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     return str(ip)
-
-
-def _timeval(seconds: float) -> bytes:
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -633,7 +699,8 @@ def profiled(run) -> int:
 
 
 def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=None,
-                slot_index: int = -1, retire_fd: int = -1, handoff=None) -> None:
+                slot_index: int = -1, retire_fd: int = -1, handoff=None,
+                handoff_counts=None, adoption=None) -> None:
     """Entry point of a forked worker; never returns into the manager's code."""
     code = procutil.EXIT_OK
     try:
@@ -642,7 +709,8 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
             slot = board.slot(slot_index)
             slot.claim(os.getpid(), time.time(), time.monotonic())
         procutil.set_title("pfm: pool %s" % pool.name)
-        worker = Worker(pool, listener, log, app, files, handoff, slot, retire_fd, board)
+        worker = Worker(pool, listener, log, app, files, handoff, slot, retire_fd, board,
+                        handoff_counts, adoption)
         worker.install_signals()
         install_stack_dumps(worker, files.slowlog_fd if files is not None else -1, log.fd,
                             pool.request_slowlog_trace_depth)
