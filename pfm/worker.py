@@ -41,6 +41,7 @@ from .wsgi import (
 
 RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
+BODY_TIMEOUT = 60.0          # a request body may pause this long (nginx's fastcgi_send_timeout)
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
@@ -356,10 +357,19 @@ class Worker:
         recv = sock.recv
 
         def pull() -> bytes:
+            waited = 0
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    data = recv(RECV_SIZE)
+                    try:
+                        data = recv(RECV_SIZE)
+                    except BlockingIOError:
+                        # SO_RCVTIMEO: a body that pauses (fastcgi_request_buffering
+                        # off, a slow client) gets nginx's fastcgi_send_timeout, 60 s.
+                        waited += RECEIVE_TIMEOUT
+                        if waited >= BODY_TIMEOUT:
+                            raise ConnectionLost() from None
+                        continue
                     if not data:
                         raise ConnectionLost()
                     conn.receive_data(data)
@@ -422,7 +432,8 @@ class Worker:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             used = usage.ru_utime + usage.ru_stime
             elapsed = now - start
-            cpu = 100.0 * (used - self.cpu_used) / elapsed if elapsed > 0 else 0.0
+            # getrusage may tick coarser than a short request lasts: one thread is 100 % at most.
+            cpu = min(100.0, 100.0 * (used - self.cpu_used) / elapsed) if elapsed > 0 else 0.0
             self.cpu_used = used
             memory = usage.ru_maxrss * 1024
         self.slot.request_end(now, cpu, memory, KEEPALIVE if keep or self.kept else IDLE)
