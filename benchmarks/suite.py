@@ -306,6 +306,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--no-preload", action="store_true",
                    help="pfm preload = no, gunicorn without --preload, uWSGI --lazy-apps")
     p.add_argument("--php-opcache", action="store_true", help="load OPcache into php-fpm")
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the report's notes, e.g. what else the machine ran "
+                        "(repeatable)")
     p.add_argument("--results", default=str(HERE / "results"),
                    help="directory of the markdown table and the chart (benchmarks/results)")
     p.add_argument("--latest", action="store_true",
@@ -359,7 +362,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runs: List[Run] = []
     memory: Dict = {}
     versions: Dict[str, str] = {}
-    notes: List[str] = []
+    notes: List[str] = list(args.note)
     try:
         header = report.machine_lines()
         for line in header:
@@ -368,6 +371,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"workload {name}: {WORKLOADS[name].about}")
             run_workload(tmp, WORKLOADS[name], args, runs, memory, versions, notes)
 
+        notes.append("load average at the end: "
+                     + " ".join(f"{x:.2f}" for x in os.getloadavg())
+                     + f" (nproc {len(os.sched_getaffinity(0))})")
         med = medians(runs)
         peers = [p for p in args.peers if p in versions]
         when = report.stamp()

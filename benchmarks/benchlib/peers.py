@@ -55,6 +55,17 @@ def _pool_lines(ctx: Ctx) -> str:
     return f"pm = {ctx.pm}\npm.max_children = {ctx.workers}\n{ctx.pm_lines}"
 
 
+def source_revision(src: Path) -> str:
+    """`git describe --always --dirty` of a pfm tree: which code was measured ("-dirty":
+    with changes not committed)."""
+    try:
+        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "no git"
+    return out.stdout.strip() if out.returncode == 0 else "not a git checkout"
+
+
 def start_pfm(ctx: Ctx, name: str, w: Workload, keepalive: int = 0,
               env_extra: Optional[Dict[str, str]] = None) -> Peer:
     sock = ctx.tmp / f"{name}.sock"
@@ -85,7 +96,7 @@ preload = {"yes" if ctx.preload else "no"}
     proc = PROCS.start(name, argv, ctx.tmp / f"{name}.out", env=env, cwd=ctx.tmp)
     port = free_port()
     return Peer(name, port, Site(name, port, "fastcgi", str(sock), keepalive), proc, sock,
-                f"{version} from {ctx.pfm_src}, {ctx.pm}, preload "
+                f"{version} from {ctx.pfm_src} ({source_revision(ctx.pfm_src)}), {ctx.pm}, preload "
                 f"{'yes' if ctx.preload else 'no'}",
                 [ctx.tmp / f"{name}.out", ctx.tmp / f"{name}.log"])
 
