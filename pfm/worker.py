@@ -41,6 +41,7 @@ from .wsgi import (
 
 RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per recv
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
+DEFERRED_CLOSE_WAIT = 1.0    # an idle worker closes its half-closed connections after this
 BODY_TIMEOUT = 60.0          # a request body may pause this long (nginx's fastcgi_send_timeout)
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 
@@ -90,6 +91,7 @@ class Worker:
         self.prefix = "[pool %s] child %d" % (self.name, self.pid)
         self.kept: dict[int, tuple[socket.socket, object]] = {}   # idle kept-alive connections
         self.answered = False        # the last request's response went out complete
+        self.deferred: list[socket.socket] = []   # half-closed, closed at the next wakeup
         self.handoff = handoff      # the pool's hand-off socket, shared by its workers
         self.handoff_counts = handoff_counts
         self.adoption = adoption    # (send, receive): idle kept connections between workers
@@ -155,9 +157,11 @@ class Worker:
             while not (self.stopping or self.retire_reason):
                 self.interruptible = True
                 try:
-                    ready = epoll.poll()
+                    ready = epoll.poll(DEFERRED_CLOSE_WAIT if self.deferred else -1)
                 finally:
                     self.interruptible = False
+                if self.deferred:
+                    self.close_deferred()
                 if len(ready) > 1:
                     # Connections the manager already holds waited longest: first.
                     ready.sort(key=lambda item: item[0] != self.hfd)
@@ -171,7 +175,8 @@ class Worker:
                         kept[sock.fileno()] = (sock, conn)
                         epoll.register(sock.fileno(), select.EPOLLIN)
                     elif outcome is LINGER:
-                        linger(sock)
+                        _shutdown_write(sock)
+                        self.deferred.append(sock)
                     else:
                         sock.close()
                     if fd == self.lfd and not self.stopping:
@@ -184,10 +189,21 @@ class Worker:
             for sock, conn in list(kept.values()):
                 self.close_kept(sock, conn)
             kept.clear()
+            self.close_deferred()
             epoll.close()
         if self.retire_reason and not self.stopping:
             self.retire()
         return procutil.EXIT_OK
+
+    def close_deferred(self) -> None:
+        """Close the connections whose last response went out before the
+        latest wait. By then the web server has read it and closed its end
+        (nginx does so at END_REQUEST), so nothing it sends can arrive after
+        our close and turn into a reset - php-fpm reads to EOF before closing
+        for the same reason, at a blocking read per connection."""
+        for sock in self.deferred:
+            sock.close()
+        self.deferred.clear()
 
     def adopt(self):
         """An idle kept-alive connection another worker of the pool gave up:
