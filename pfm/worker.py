@@ -513,8 +513,9 @@ class Worker:
         except Exception:
             self.log_exception(environ)
             if response.headers_sent:
-                # Part of the answer is out: closing without END_REQUEST tells
-                # nginx the response is incomplete.
+                # Part of the answer is out: all that is left is to close without
+                # END_REQUEST. nginx logs "upstream prematurely closed" (1.22
+                # still ends a chunked response normally; the log is the trace).
                 return False
             try:
                 response.send_raw(_INTERNAL_ERROR)
