@@ -30,6 +30,7 @@ class WrkResult:
     slow: int = -1    # requests over the first of WRK_SLOW_US, when the script counts them
     max_ms: float = math.nan
     slow_by: Dict[int, int] = field(default_factory=dict)   # threshold µs -> requests over
+    slow_estimated: bool = False     # from percentiles (a large record), not counted
 
 
 def _percentile(text: str, pct: str) -> float:
@@ -46,11 +47,12 @@ def parse(text: str) -> WrkResult:
     non2xx = int(m.group(1)) if m else 0
     result = WrkResult(rps, _percentile(text, "50"), _percentile(text, "99"), requests,
                        errors, non2xx)
-    for m in re.finditer(r"Slow requests: (\d+) over (\d+) us, max (\d+) us", text):
-        result.slow_by[int(m.group(2))] = int(m.group(1))
-        result.max_ms = int(m.group(3)) / 1000.0
+    for m in re.finditer(r"Slow requests: (~?)(\d+) over (\d+) us, max (\d+) us", text):
+        result.slow_by[int(m.group(3))] = int(m.group(2))
+        result.slow_estimated = result.slow_estimated or m.group(1) == "~"
+        result.max_ms = int(m.group(4)) / 1000.0
         if result.slow < 0:
-            result.slow = int(m.group(1))
+            result.slow = int(m.group(2))
     return result
 
 
