@@ -266,16 +266,6 @@ def test_catch_workers_output_through_nginx(pfm_factory, nginx_factory):
                % (TIME_PREFIX, r.json()["pid"]))
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no syslog socket (/dev/log)")
-def test_error_log_to_syslog_starts_and_serves(pfm_factory):
-    """error_log = syslog: pfm starts and serves (what it writes goes to the
-    system's syslog, which a test cannot read back; /dev/log is not ours)."""
-    p = pfm_factory(global_={"error_log": "syslog", "syslog.ident": "pfm-test"}, start=False)
-    p.start(wait=False)
-    harness.wait_serving(p.address())
-    assert p.running()
-
-
 # ---- systemd ---------------------------------------------------------------------------------
 
 
