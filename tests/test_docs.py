@@ -21,8 +21,8 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import string
+import subprocess
 import sys
 import time
 from pathlib import Path
