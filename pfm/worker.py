@@ -153,13 +153,22 @@ class Worker:
             self.afd = self.adoption[1].fileno()
             epoll.register(self.afd, _EXCLUSIVE)
         kept = self.kept
+        requeue = False
         try:
             while not (self.stopping or self.retire_reason):
-                self.interruptible = True
-                try:
-                    ready = epoll.poll(DEFERRED_CLOSE_WAIT if self.deferred else -1)
-                finally:
-                    self.interruptible = False
+                ready = epoll.poll(0)
+                if not ready:
+                    # About to sleep: first go to the back of the queue of idle
+                    # workers, so new connections go round them as with php-fpm's
+                    # blocking accept(). A busy pool never gets here and pays nothing.
+                    if requeue:
+                        requeue = False
+                        self.requeue(epoll)
+                    self.interruptible = True
+                    try:
+                        ready = epoll.poll(DEFERRED_CLOSE_WAIT if self.deferred else -1)
+                    finally:
+                        self.interruptible = False
                 if self.deferred:
                     self.close_deferred()
                 if len(ready) > 1:
@@ -179,8 +188,8 @@ class Worker:
                         self.deferred.append(sock)
                     else:
                         sock.close()
-                    if fd == self.lfd and not self.stopping:
-                        self.requeue(epoll)
+                    if fd == self.lfd:
+                        requeue = not self.stopping
                     if self.stopping or self.retire_reason:
                         break
         except _Shutdown:
@@ -246,9 +255,7 @@ class Worker:
         linger(sock)
 
     def requeue(self, epoll) -> None:
-        """Back to the end of the listening socket's queue of exclusive
-        waiters: new connections go round the idle workers as with php-fpm's
-        blocking accept(), not always to the same one."""
+        """Back to the end of the listening socket's queue of exclusive waiters."""
         try:
             epoll.unregister(self.lfd)
             epoll.register(self.lfd, _EXCLUSIVE)
