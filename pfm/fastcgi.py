@@ -513,6 +513,9 @@ _STDIN_DONE = 3  # StdinEnd emitted; the application is answering
 _ABORTED = 4  # Abort emitted; the rest of this request's input is dropped
 
 
+_VALUES: dict = {}    # GET_VALUES answers by (max_conns, max_reqs)
+
+
 class ServerConnection(_RecordReader):
     """The application side of one transport connection.
 
@@ -536,11 +539,10 @@ class ServerConnection(_RecordReader):
         # than its header buffers (large_client_header_buffers, 4 x 8k), so
         # 1 MiB only stops a hostile or broken peer from growing us unbounded.
         self._max_params_bytes = max_params_bytes
-        self._values = {
-            _MAX_CONNS: str(max_conns),
-            _MAX_REQS: str(max_reqs),
-            _MPXS_CONNS: "0",
-        }
+        # Built once per (max_conns, max_reqs), not per connection: read-only.
+        self._values = _VALUES.get((max_conns, max_reqs)) or _VALUES.setdefault(
+            (max_conns, max_reqs),
+            {_MAX_CONNS: str(max_conns), _MAX_REQS: str(max_reqs), _MPXS_CONNS: "0"})
         self._out: list[bytes] = []
         self._state = _IDLE
         self._request_id = 0
