@@ -40,7 +40,8 @@ def machine_lines() -> List[str]:
 
 def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
     args = sys.argv[1:] if argv is None else list(argv)
-    return f"{sys.executable} benchmarks/{script} " + " ".join(shlex.quote(a) for a in args)
+    return (f"{sys.executable} benchmarks/{script} "
+            + " ".join(shlex.quote(a) for a in args)).rstrip()
 
 
 def stamp() -> str:
