@@ -36,8 +36,15 @@ class Entry:
 
 
 def _strftime(fmt: str):
+    """Format a time; the same second is formatted once (a busy worker logs
+    many requests a second, and strftime is the dearest part of a line)."""
+    cache = [None, ""]
+
     def render(t: float) -> str:
-        return time.strftime(fmt, time.localtime(t))
+        second = int(t)
+        if cache[0] != second:
+            cache[0], cache[1] = second, time.strftime(fmt, time.localtime(t))
+        return cache[1]
     return render
 
 
@@ -141,6 +148,7 @@ def _placeholder(letter: str, arg, needs: set):
     if letter == "r":
         return lambda e: e.params.get("SCRIPT_NAME") or e.params.get("DOCUMENT_URI") or "-"
     if letter == "R":
+        needs.add("peer")
         return lambda e: e.peer
     if letter == "s":
         return lambda e: str(e.status)
@@ -163,13 +171,15 @@ def _int(text) -> int:
 
 class AccessFormat:
     __slots__ = ("parts", "needs")
+    # needs: what the worker must measure for this format - "cpu", "memory",
+    # "headers", "peer" (the client address costs a getpeername(2)).
 
     def __init__(self, parts: list, needs: set):
         self.parts = parts
         self.needs = needs
 
     def render(self, entry: Entry) -> bytes:
-        line = "".join(p if type(p) is str else p(entry) for p in self.parts)
+        line = "".join([p if type(p) is str else p(entry) for p in self.parts])
         data = line.encode("utf-8", "backslashreplace")
         if len(data) >= LINE_MAX:
             data = data[: LINE_MAX - 1]

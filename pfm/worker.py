@@ -483,11 +483,12 @@ class Worker:
         memory = 0
         if "memory" in self.access_format.needs:
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        try:
-            peer = sock.getpeername()
-            peer = _normalize_ip(peer[0]) if isinstance(peer, tuple) else "-"
-        except OSError:
-            peer = "-"
+        peer = "-"
+        if "peer" in self.access_format.needs and sock.family != socket.AF_UNIX:
+            try:
+                peer = _normalize_ip(sock.getpeername()[0])
+            except OSError:
+                pass
         status = response.status
         entry = Entry(params=params, status=int(status[:3]) if status else 500,
                       headers=response.headers or [], peer=peer, started=wall,
