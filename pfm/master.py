@@ -21,6 +21,7 @@ from .poolmanager import Inherited, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
 from .signals import SignalPipe
+from .stopladder import StopLadder
 from .systemd import Notifier
 
 EX_SOFTWARE, EX_CONFIG = 70, 78
@@ -69,7 +70,7 @@ class Master:
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
         self.state = "running"
-        self.deadline: float | None = None
+        self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE)
         self.status_fd: int | None = None
         self.notifier = Notifier()
         self.inherited = reexec.Inherited()     # from a previous image of this master
@@ -264,8 +265,8 @@ class Master:
         timeout = 1.0
         if self.next_notify is not None:
             timeout = min(timeout, max(0.0, self.next_notify - now))
-        if self.deadline is not None:
-            timeout = min(timeout, max(0.0, self.deadline - now))
+        if self.ladder.deadline is not None:
+            timeout = min(timeout, max(0.0, self.ladder.deadline - now))
         if self.retiring:
             timeout = min(timeout, 0.05)
         for when in self.restart_at.values():
@@ -565,23 +566,13 @@ class Master:
         self.notifier.send("STOPPING=1")
         self.state = how
         self.restart_at.clear()
-        if how == "finishing":
-            self.signal_managers(signal.SIGQUIT)
-            timeout = self.config.global_.process_control_timeout
-            self.deadline = time.monotonic() + timeout + MANAGER_GRACE if timeout > 0 else None
-            self.stage = signal.SIGQUIT
-        else:
-            self.signal_managers(signal.SIGTERM)
-            self.deadline = time.monotonic() + MANAGER_GRACE
-            self.stage = signal.SIGTERM
+        # The managers escalate over their workers themselves (process_control_
+        # timeout); the master only steps in a little later, for stuck managers.
+        timeout = self.config.global_.process_control_timeout
+        self.ladder.start(how == "finishing", timeout + MANAGER_GRACE if timeout > 0 else None)
 
     def escalate(self) -> None:
-        if self.deadline is None or time.monotonic() < self.deadline or not self.managers:
-            return
-        nxt = signal.SIGTERM if self.stage == signal.SIGQUIT else signal.SIGKILL
-        self.signal_managers(nxt)
-        self.stage = nxt
-        self.deadline = time.monotonic() + MANAGER_GRACE
+        self.ladder.escalate(bool(self.managers))
 
     def signal_managers(self, sig: int) -> None:
         for pid in list(self.managers):

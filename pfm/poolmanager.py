@@ -24,6 +24,7 @@ from . import pool as policy
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
 from .signals import SignalPipe
+from .stopladder import StopLadder
 from .worker import worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
@@ -89,7 +90,7 @@ class PoolManager:
         self.listen_woke = False
         self.listen_armed_at: float | None = None
         self.state = RUNNING
-        self.deadline: float | None = None     # next escalation of a stop
+        self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM)
         self.boot_failures = 0
         self.spawn_after = 0.0
         self.app = None
@@ -192,8 +193,8 @@ class PoolManager:
     def timeout(self) -> float:
         now = time.monotonic()
         due = [now + 1.0]
-        if self.deadline is not None:
-            due.append(self.deadline)
+        if self.ladder.deadline is not None:
+            due.append(self.ladder.deadline)
         if self.state == RUNNING:
             due.append(self.next_check)
             if self.listen_armed_at is not None:
@@ -461,24 +462,11 @@ class PoolManager:
         if self.state == how or self.state == TERMINATING:
             return
         self.state = how
-        now = time.monotonic()
-        if how == FINISHING:
-            self.kill_all(signal.SIGQUIT)
-            timeout = self.inherited.control_timeout
-            self.deadline = now + timeout if timeout > 0 else None
-            self.stage = signal.SIGQUIT
-        else:
-            self.kill_all(signal.SIGTERM)
-            self.deadline = now + KILL_AFTER_TERM
-            self.stage = signal.SIGTERM
+        timeout = self.inherited.control_timeout
+        self.ladder.start(how == FINISHING, timeout if timeout > 0 else None)
 
     def escalate(self) -> None:
-        if self.deadline is None or time.monotonic() < self.deadline or not self.children:
-            return
-        nxt = signal.SIGTERM if self.stage == signal.SIGQUIT else signal.SIGKILL
-        self.kill_all(nxt)
-        self.stage = nxt
-        self.deadline = time.monotonic() + KILL_AFTER_TERM
+        self.ladder.escalate(bool(self.children))
 
     def kill_all(self, sig: int) -> None:
         for pid in list(self.children):
