@@ -604,6 +604,8 @@ class ServerConnection(_RecordReader):
             raise
 
     def _next_event(self) -> Request | StdinData | StdinEnd | Abort | _Sentinel:
+        # Record framing is inlined here and in ClientConnection rather than
+        # shared: this is every request's hot path, and a call per record costs.
         buf = self._buf
         while True:
             pos = self._pos

@@ -522,13 +522,7 @@ class Master:
         self.restart_at.pop(pool.name, None)
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in procutil.reaped():
             manager = self.managers.pop(pid, None)
             if manager is None:
                 continue

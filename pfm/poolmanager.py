@@ -396,13 +396,7 @@ class PoolManager:
             silence_child_output()
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in procutil.reaped():
             child = self.children.pop(pid, None)
             if child is None:
                 continue

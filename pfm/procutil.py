@@ -51,6 +51,18 @@ def describe_exit(status: int) -> tuple[str, bool]:
     return "with code %d" % code, code != 0
 
 
+def reaped():
+    """(pid, wait status) of every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
+
+
 # Exit codes a worker uses so its manager can tell a boot failure from a crash.
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 70   # php-fpm: "child failed to initialize" (EX_SOFTWARE)
