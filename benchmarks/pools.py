@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,7 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from benchlib import install, measure, nginx, report, wrk  # noqa: E402
 from benchlib.peers import Ctx, Peer, start_pfm, start_php_fpm, start_uwsgi  # noqa: E402
-from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for  # noqa: E402
+from benchlib.procs import PROCS, log, on_exit, scratch_dir, unix_accepts, wait_for  # noqa: E402
 from benchlib.workloads import WORKLOADS, Workload, answers  # noqa: E402
 
 BENCHES = ["burst", "coldstart", "memory", "starvation", "uploads"]
@@ -441,11 +439,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     install.ensure_apt(apt, not args.no_install)
     install.ensure_pip(["flask"], not args.no_install)
     on_exit()
-    tmp = Path(tempfile.mkdtemp(prefix="pfm-pools-"))
-    keep = args.keep_tmp
-    benches = {"burst": bench_burst, "coldstart": bench_coldstart, "memory": bench_memory,
-               "starvation": bench_starvation, "uploads": bench_uploads}
-    try:
+    with scratch_dir("pfm-pools-", args.keep_tmp) as tmp:
+        benches = {"burst": bench_burst, "coldstart": bench_coldstart, "memory": bench_memory,
+                   "starvation": bench_starvation, "uploads": bench_uploads}
         header = report.machine_lines()
         text = [f"# pfm pools beside php-fpm, {report.stamp()}", "",
                 f"command: `{report.command_line('pools.py', argv)}`", ""]
@@ -460,15 +456,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = report.write(Path(args.results), "pools", body)
         log(f"wrote {out}")
         return 0
-    except BaseException as exc:
-        keep = keep or not interrupted(exc)
-        raise
-    finally:
-        PROCS.stop_all()
-        if keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import pstats
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from benchlib import install, measure, nginx, report, wrk  # noqa: E402
 from benchlib.peers import Ctx, start_pfm  # noqa: E402
-from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for  # noqa: E402
+from benchlib.procs import PROCS, log, on_exit, scratch_dir, unix_accepts, wait_for  # noqa: E402
 from benchlib.workloads import WORKLOADS, answers  # noqa: E402
 
 
@@ -68,11 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     install.ensure_apt(["nginx", "wrk"], not args.no_install)
     install.ensure_pip(["flask"] if w.name == "json" else [], not args.no_install)
     on_exit()
-    tmp = Path(tempfile.mkdtemp(prefix="pfm-profile-"))
-    profdir = tmp / "prof"
-    profdir.mkdir()
-    keep = args.keep_tmp
-    try:
+    with scratch_dir("pfm-profile-", args.keep_tmp) as tmp:
+        profdir = tmp / "prof"
+        profdir.mkdir()
         ctx = Ctx(tmp, workers=1, preload=args.preload)
         peer = start_pfm(ctx, "pfm", w, 1 if args.keepalive else 0,
                          env_extra={"PFM_PROFILE_DIR": str(profdir)})
@@ -117,15 +114,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             shutil.copy(profs[0], args.out)
             log(f"copied {profs[0].name} to {args.out}")
         return 0
-    except BaseException as exc:
-        keep = keep or not interrupted(exc)
-        raise
-    finally:
-        PROCS.stop_all()
-        if keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

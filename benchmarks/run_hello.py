@@ -29,10 +29,8 @@ Ctrl-C, SIGTERM, SIGHUP).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -44,7 +42,7 @@ sys.path.insert(0, str(HERE))
 try:
     from benchlib import install, measure, nginx, report, wrk
     from benchlib.peers import Ctx, Peer, start_pfm, start_php_fpm
-    from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for
+    from benchlib.procs import log, on_exit, scratch_dir, unix_accepts, wait_for
     from benchlib.workloads import WORKLOADS, answers
 finally:
     sys.path.remove(str(HERE))
@@ -198,11 +196,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     install.ensure_apt(needed, install=not args.no_install)
     on_exit()
 
-    tmp = Path(tempfile.mkdtemp(prefix="pfm-bench-"))
-    keep = args.keep_tmp
-    ctx = Ctx(tmp, workers=args.workers, preload=False,
-              keepalive=args.workers if args.keepalive else 0, php_opcache=args.php_opcache)
-    try:
+    with scratch_dir("pfm-bench-", args.keep_tmp) as tmp:
+        ctx = Ctx(tmp, workers=args.workers, preload=False,
+                  keepalive=args.workers if args.keepalive else 0, php_opcache=args.php_opcache)
         peers = [STARTERS[name](ctx, args) for name in args.peers]
         for peer in peers:
             wait_for(f"{peer.name} on {peer.socket}", lambda p=peer: unix_accepts(p.socket),
@@ -252,16 +248,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = report.write(Path(args.results), "hello", "\n".join(text) + "\n")
             log(f"wrote {out}")
         return 0
-    except BaseException as exc:
-        # a failure keeps the configs and logs for a look; Ctrl-C and signals do not
-        keep = keep or not interrupted(exc)
-        raise
-    finally:
-        PROCS.stop_all()
-        if keep:
-            log(f"kept {tmp} (configs and logs)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -41,7 +40,7 @@ sys.path.insert(0, str(HERE))
 
 from benchlib import install, measure, nginx, report, wrk  # noqa: E402
 from benchlib.peers import NEEDS, STARTERS, Ctx, Peer  # noqa: E402
-from benchlib.procs import PROCS, interrupted, log, on_exit, unix_accepts, wait_for  # noqa: E402
+from benchlib.procs import PROCS, log, on_exit, scratch_dir, unix_accepts, wait_for  # noqa: E402
 from benchlib.workloads import WORKLOADS, Workload, answers  # noqa: E402
 
 PEERS = ["nginx", "php-fpm", "php-fpm-keepalive", "pfm", "pfm-keepalive", "uwsgi", "flup",
@@ -357,13 +356,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     install.ensure_pip(pip, not args.no_install)
     on_exit()
 
-    tmp = Path(tempfile.mkdtemp(prefix="pfm-suite-"))
-    keep = False
-    runs: List[Run] = []
-    memory: Dict = {}
-    versions: Dict[str, str] = {}
-    notes: List[str] = list(args.note)
-    try:
+    with scratch_dir("pfm-suite-", args.keep_tmp) as tmp:
+        runs: List[Run] = []
+        memory: Dict = {}
+        versions: Dict[str, str] = {}
+        notes: List[str] = list(args.note)
         header = report.machine_lines()
         for line in header:
             log(line)
@@ -414,15 +411,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                 shutil.copy(f, latest / ("suite" + f.suffix))
             log(f"copied to {latest}")
         return 0
-    except BaseException as exc:
-        keep = not interrupted(exc)
-        raise
-    finally:
-        PROCS.stop_all()
-        if keep or args.keep_tmp:
-            log(f"kept {tmp} (configs and logs)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -124,6 +127,26 @@ def interrupted(exc: BaseException) -> bool:
     """Ctrl-C or a signal, as opposed to a failure (which keeps the temp dir)."""
     return isinstance(exc, KeyboardInterrupt) or (
         isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code >= 128)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep: bool = False):
+    """A fresh temporary directory for one run. On the way out every process
+    the script started is stopped, and the directory removed unless asked to
+    keep it or the run failed (its configs and logs are then worth a look;
+    Ctrl-C and signals are not failures)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    except BaseException as exc:
+        keep = keep or not interrupted(exc)
+        raise
+    finally:
+        PROCS.stop_all()
+        if keep:
+            log(f"kept {tmp} (configs and logs)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def free_port() -> int:
