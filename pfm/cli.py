@@ -16,6 +16,7 @@ DEFAULT_CONFIG = "/etc/pfm/pfm.conf"
 USAGE = """\
 Usage: pfm [-y CONFIG] [-t] [-F | -D] [-O] [-R] [-g PIDFILE] [-p PREFIX]
        pfm --app MODULE:CALLABLE --listen ADDRESS [--workers N] [--user NAME] [-R]
+       pfm status [POOL] [--json] [--full] | pfm top | pfm ping [POOL]   [-y CONFIG] [-p PREFIX]
 """
 
 
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from . import ctl
+    at = ctl.find_command(argv)
+    if at is not None:  # pfm status|top|ping, with pfm's -y/-p before or after the word
+        return ctl.main(argv[at], argv[:at] + argv[at + 1:])
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest:

@@ -869,13 +869,15 @@ def _address_key(address: ListenAddress) -> str:
 
 
 def load(path: str, prefix: Optional[str] = None,
-         environ: Optional[Mapping[str, str]] = None) -> Config:
+         environ: Optional[Mapping[str, str]] = None, check_app: bool = True) -> Config:
     """Read, type and validate the configuration file `path`.
 
     `prefix` is the -p prefix: relative include patterns, pid, error_log and
     pool prefixes start from it, or from the directory of `path` without one.
     `environ` feeds ${VAR} and env[X] = $VAR (default os.environ).
-    Raises ConfigError at the first error.
+    `check_app` False skips looking for the applications (`pfm status`, `top`
+    and `ping` only need the pools' addresses, and may run as an operator who
+    cannot read the application's code). Raises ConfigError at the first error.
     """
     path = os.path.abspath(path)
     if prefix is not None and not os.path.isdir(prefix):
@@ -883,7 +885,7 @@ def load(path: str, prefix: Optional[str] = None,
     base = os.path.abspath(prefix) if prefix is not None else os.path.dirname(path)
     reader = _Reader(base, os.environ if environ is None else environ)
     reader.read_file(path, reader.global_)
-    return _finish(reader, path, prefix, base)
+    return _finish(reader, path, prefix, base, check_app)
 
 
 def _from_values(pool_values: Mapping[str, Any], global_values: Mapping[str, Any],
