@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import sys
 
 from . import __version__
@@ -15,7 +17,7 @@ DEFAULT_CONFIG = "/etc/pfm/pfm.conf"
 
 USAGE = """\
 Usage: pfm [-y CONFIG] [-t] [-F | -D] [-O] [-R] [-g PIDFILE] [-p PREFIX]
-       pfm --app MODULE:CALLABLE --listen ADDRESS [--workers N] [--user NAME] [-R]
+       pfm --app MODULE:CALLABLE | --demo  [--listen ADDRESS] [--workers N] [--user NAME] [-R]
        pfm status [POOL] [--json] [--full] | pfm top | pfm ping [POOL]   [-y CONFIG] [-p PREFIX]
 """
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "web server in pools of pre-forked FastCGI workers.")
     p.add_argument("-y", "--fpm-config", "--config", dest="config", metavar="FILE",
                    help="the configuration file (default: PREFIX/etc/pfm.conf with -p, "
-                        "else /etc/pfm/pfm.conf, else the built-in demo pool)")
+                        "else /etc/pfm/pfm.conf)")
     p.add_argument("-t", "--test", action="count", default=0,
                    help="test the configuration and exit; twice (-tt) also dumps it")
     mode = p.add_mutually_exclusive_group()
@@ -51,11 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     quick = p.add_argument_group("quick mode (one pool, no config file)")
     quick.add_argument("--app", metavar="MODULE:CALLABLE", help="the WSGI application")
     quick.add_argument("--listen", metavar="ADDRESS",
-                       help="127.0.0.1:9000, [::1]:9000, 9000 or /path/to.sock "
-                            "(default 127.0.0.1:9000)")
+                       help="127.0.0.1:9000, [::1]:9000, 9000, /path/to.sock or "
+                            "unix:/path/to.sock (default 127.0.0.1:9000)")
     quick.add_argument("--workers", type=int, metavar="N", help="number of workers (default 2)")
     quick.add_argument("--user", metavar="NAME",
                        help="run the workers as this user (when started as root)")
+    quick.add_argument("--demo", action="store_true",
+                       help="serve the demo application (pfm.demo:app); pfm never serves it "
+                            "unasked")
     return p
 
 
@@ -117,19 +122,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_config(args, cfg):
-    """-y, else PREFIX/etc/pfm.conf, else /etc/pfm/pfm.conf, else quick mode or the demo."""
-    if args.app or args.listen or args.workers or args.user:
+    """Quick mode (--app, --listen, --workers, --user, --demo), else -y, else
+    PREFIX/etc/pfm.conf, else /etc/pfm/pfm.conf. Without any of them pfm
+    refuses to start: it serves the demo only when asked to."""
+    if args.app or args.listen or args.workers is not None or args.user or args.demo:
         if args.config:
-            raise cfg.ConfigError("--app/--listen/--workers/--user run one pool without a "
-                                  "config file; they cannot be combined with -y")
-        extra = {"user": args.user} if args.user else {}
-        return cfg.quick_config(args.app or "pfm.demo:app", args.listen or "127.0.0.1:9000",
-                                args.workers or 2, catch_workers_output=True, **extra)
+            raise cfg.ConfigError("--app/--listen/--workers/--user/--demo run one pool without "
+                                  "a config file; they cannot be combined with -y")
+        if args.demo and args.app:
+            raise cfg.ConfigError("--demo serves pfm.demo:app; it cannot be combined with --app")
+        return quick_mode_config(args, cfg)
     path = args.config
     if path is None and args.prefix:
         path = os.path.join(args.prefix, "etc", "pfm.conf")
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
     if path is None:
-        return cfg.builtin_demo_config()
+        raise cfg.ConfigError("no configuration file: %s does not exist. Give one with -y "
+                              "FILE, run an application with --app MODULE:CALLABLE, or serve "
+                              "the demo application with --demo" % DEFAULT_CONFIG)
     return cfg.load(os.path.abspath(path), prefix=args.prefix)
+
+
+# Quick mode's flags and the pool directives they set, for error messages.
+QUICK_FLAGS = {"app": "--app", "listen": "--listen", "pm.max_children": "--workers",
+               "user": "--user"}
+
+
+def quick_mode_config(args, cfg):
+    """One pool from the flags, with output caught and undecorated (as a
+    gunicorn user expects to see print()); errors name the flag, not the
+    directive behind it."""
+    app = args.app or "pfm.demo:app"
+    if app == "pfm.demo:app":
+        stderr_line(NOTICE, "serving the demo application pfm.demo:app (%s)"
+                    % ("--demo" if args.demo else "quick mode without --app"))
+    listen = args.listen or "127.0.0.1:9000"
+    workers = 2 if args.workers is None else args.workers
+    extra = {"user": args.user} if args.user else {}
+    try:
+        return cfg.quick_config(app, listen, workers, catch_workers_output=True,
+                                decorate_workers_output=False, **extra)
+    except cfg.ConfigError as e:
+        flag = QUICK_FLAGS.get(e.directive or "")
+        if flag is None:
+            raise
+        values = {"--app": app, "--listen": listen, "--workers": workers, "--user": args.user}
+        reason = re.sub(r"^\[pool www\] ", "", e.message)
+        # "pm.max_children(0) must be..." / "app 'x': no module..." -> the reason alone
+        reason = re.sub(r"^%s(\([^)]*\)|\s+'[^']*':?)\s*" % re.escape(e.directive), "",
+                        reason)
+        raise cfg.ConfigError("%s %s: %s" % (flag, shlex.quote(str(values[flag])), reason)) \
+            from None

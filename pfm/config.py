@@ -112,7 +112,8 @@ class ListenAddress:
 
 
 def parse_listen(value: str) -> ListenAddress:
-    """Parse `127.0.0.1:9000`, `[::1]:9000`, `9000`, `*:9000` or `/run/pfm.sock`.
+    """Parse `127.0.0.1:9000`, `[::1]:9000`, `9000`, `*:9000`, `/run/pfm.sock` or
+    `unix:/run/pfm.sock`.
 
     As php-fpm: a value with a ':' or all digits is TCP, anything else the
     path of a UNIX socket; except that a value starting with '/' is always a
@@ -120,6 +121,11 @@ def parse_listen(value: str) -> ListenAddress:
     splits at the last ':', as php-fpm does. Raises ValueError.
     """
     text = value.strip()
+    if text.startswith("unix:"):  # nginx's spelling (fastcgi_pass unix:/path), also accepted
+        text = text[len("unix:"):]
+        if not text:
+            raise ValueError("invalid listen address 'unix:': a socket path must follow")
+        return ListenAddress("unix", path=text, value=text)
     if not text:
         raise ValueError("no listen address have been defined!")
     if text.startswith("/") or (":" not in text and not text.isdigit()):

@@ -280,7 +280,7 @@ class Master:
             self.stop("finishing")
         elif sig == signal.SIGUSR1:
             self.reopen_logs()
-        elif sig == signal.SIGUSR2:
+        elif sig in (signal.SIGUSR2, signal.SIGHUP):  # HUP: as gunicorn and uWSGI reload
             self.reload()
 
     def reload(self) -> None:
