@@ -809,9 +809,9 @@ def _check_app(check: _Checker, pool: Any, find: bool) -> None:
         raise check.fail("app", "no application has been defined! "
                          "(app = package.module:callable)")
     app = pool.app.strip()
-    if not _APP_RE.fullmatch(app):
+    if not _APP_RE.fullmatch(app) and not _is_factory_spec(check, app):
         raise check.fail("app", f"app '{pool.app}': must be of the form "
-                         "'package.module:callable'")
+                         "'package.module:callable' or 'package.module:factory()'")
     module, _, attribute = app.partition(":")
     pool.app_module, pool.app_callable = module, attribute or DEFAULT_CALLABLE
     pool.app = f"{module}:{pool.app_callable}"  # the effective value, for the -tt dump
@@ -823,6 +823,20 @@ def _check_app(check: _Checker, pool: Any, find: bool) -> None:
     try:
         find_module_spec(module, list(dict.fromkeys(search)))
     except ModuleNotFoundError as e:
+        raise check.fail("app", f"app '{app}': {e}") from None
+
+
+def _is_factory_spec(check: _Checker, app: str) -> bool:
+    """`package.module:create_app(...)`, gunicorn's application factory
+    (parsed by pfm/app.py, never called here)."""
+    from .app import parse_factory
+
+    module, sep, attribute = app.partition(":")
+    if not sep or not _APP_RE.fullmatch(module):
+        return False
+    try:
+        return parse_factory(attribute) is not None
+    except ValueError as e:
         raise check.fail("app", f"app '{app}': {e}") from None
 
 

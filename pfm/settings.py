@@ -413,7 +413,9 @@ SETTINGS: Tuple[Setting, ...] = (
        minimum=-19, maximum=20),
     _p("app", "str", None,
        "The WSGI application, as package.module:callable; without :callable the module's "
-       "attribute app is used (Flask's habit; write :application for Django's wsgi.py).",
+       "attribute app is used (Flask's habit; write :application for Django's wsgi.py). "
+       "An application factory is called as gunicorn calls it: package.module:create_app() "
+       "or create_app('prod', debug=False), with literal arguments only.",
        mandatory=True),
     _p("pythonpath", "pathlist", [],
        "Directories put in front of sys.path before the application is imported, "

@@ -779,11 +779,13 @@ class Nginx:
     `keepalive N` and `fastcgi_keep_conn on`; buffering=False adds
     `fastcgi_buffering off`; max_body sets client_max_body_size (0 = no
     limit); `locations` maps extra location paths to extra directives.
+    `site` is a whole `server { ... }` block instead (a recipe's, from docs/),
+    in which @PORT@ stands for the port nginx listens on.
     """
 
     def __init__(self, workdir: Path, backend: str, keepalive: int | None = None,
                  buffering: bool = True, max_body: str | None = None,
-                 locations: dict | None = None):
+                 locations: dict | None = None, site: str | None = None):
         self.dir = Path(workdir)
         self.backend = backend
         self.port = free_port()
@@ -795,10 +797,10 @@ class Nginx:
         if not os.path.exists(FASTCGI_PARAMS):
             raise AssertionError("%s is missing (Debian's nginx-common ships it)"
                                  % FASTCGI_PARAMS)
-        self._options = (keepalive, buffering, max_body, locations or {})
+        self._options = (keepalive, buffering, max_body, locations or {}, site)
         self.conf_path.write_text(self._render(*self._options))
 
-    def _render(self, keepalive, buffering, max_body, locations) -> str:
+    def _render(self, keepalive, buffering, max_body, locations, site=None) -> str:
         d = self.dir
         upstream = ""
         pass_to = self.backend
@@ -818,6 +820,12 @@ class Nginx:
         user = "user root;\n" if os.geteuid() == 0 else ""
         body_size = "        client_max_body_size %s;\n" % max_body if max_body is not None \
             else ""
+        server = (f"    server {{\n        listen 127.0.0.1:{self.port};\n"
+                  f"        server_name localhost;\n{body_size}{''.join(blocks)}    }}")
+        if site is not None:
+            # Debian's nginx.conf includes the MIME types a site's static files need.
+            server = "    include /etc/nginx/mime.types;\n" + site.replace("@PORT@",
+                                                                           str(self.port))
         return f"""{user}daemon off;
 master_process on;
 worker_processes 1;
@@ -831,10 +839,7 @@ http {{
     proxy_temp_path {d}/proxy_temp;
     uwsgi_temp_path {d}/uwsgi_temp;
     scgi_temp_path {d}/scgi_temp;
-{upstream}    server {{
-        listen 127.0.0.1:{self.port};
-        server_name localhost;
-{body_size}{"".join(blocks)}    }}
+{upstream}{server}
 }}
 """
 
