@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import harness
 import pytest
 
 try:
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN8 = ROOT / "man" / "pfm.8"
 MAN5 = ROOT / "man" / "pfm.conf.5"
 CONF = ROOT / "conf" / "pfm.conf"
-POOL_EXAMPLE = ROOT / "conf" / "pool.d" / "www.conf.example"
+POOL_WWW = ROOT / "conf" / "pool.d" / "www.conf"
 NGINX_SITE = ROOT / "conf" / "nginx" / "pfm-site.conf"
 UNIT = ROOT / "conf" / "systemd" / "pfm.service"
 LOGROTATE = ROOT / "conf" / "logrotate.d" / "pfm"
@@ -168,17 +169,22 @@ def test_php_only_directives_are_named_in_pfm_conf_5():
 
 
 def test_every_setting_is_in_conf_pfm_conf():
+    """Debian's layout: [global] in conf/pfm.conf, which includes pool.d/*.conf,
+    and every pool directive in conf/pool.d/www.conf (as php8.2-fpm's www.conf)."""
     text = CONF.read_text()
-    first_pool = re.search(r"^\[(?!global\])[^\]]+\]", text, re.M)
-    assert first_pool, "conf/pfm.conf has no pool section"
-    parts = {"global": text[:first_pool.start()], "pool": text[first_pool.start():]}
+    assert not re.search(r"^\[(?!global\])[^\]]+\]", text, re.M), "a pool in conf/pfm.conf"
+    assert re.search(r"^include = pool\.d/\*\.conf$", text, re.M)
+    pool_text = POOL_WWW.read_text()
+    assert re.search(r"^\[www\]$", pool_text, re.M)
+    parts = {"global": text, "pool": pool_text}
+    text = text + pool_text
     missing = []
     for s in SETTINGS:
         part = parts.get(s.section, text)
         pattern = r"^;?\s*%s\s*(=|\[)" % re.escape(s.name)
         if not re.search(pattern, part, re.M):
             missing.append(f"{s.section}:{s.name}")
-    assert not missing, f"conf/pfm.conf lacks a (commented) line for: {missing}"
+    assert not missing, f"conf/pfm.conf or pool.d/www.conf lacks a (commented) line for: {missing}"
 
 
 def test_conf_pfm_conf_passes_pfm_test():
@@ -187,19 +193,40 @@ def test_conf_pfm_conf_passes_pfm_test():
     assert "test is successful" in result.stderr
 
 
-def test_pool_example_passes_pfm_test(tmp_path):
-    # the example's /srv/$pool becomes a directory holding the module it names
-    home = tmp_path / "www" / "myproject"
-    home.mkdir(parents=True)
-    (home / "__init__.py").write_text("")
-    (home / "wsgi.py").write_text("def application(environ, start_response):\n"
-                                  "    return []\n")
-    (tmp_path / "pool.d").mkdir()
-    example = POOL_EXAMPLE.read_text().replace("/srv/$pool", f"{tmp_path}/$pool")
-    (tmp_path / "pool.d" / "www.conf").write_text(example)
-    (tmp_path / "pfm.conf").write_text("[global]\ninclude = pool.d/*.conf\n")
-    result = run_pfm("-t", "-y", str(tmp_path / "pfm.conf"))
+def test_shipped_layout_passes_pfm_test_with_the_defaults_users_expect(tmp_path):
+    """/etc/pfm as shipped (pfm.conf and pool.d/www.conf, copied together):
+    `pfm -tt` passes and shows the www pool with its output caught and
+    undecorated and clear_env explicit, as README and quick mode have it."""
+    shutil.copy(CONF, tmp_path / "pfm.conf")
+    shutil.copytree(POOL_WWW.parent, tmp_path / "pool.d")
+    result = run_pfm("-tt", "-y", str(tmp_path / "pfm.conf"))
     assert result.returncode == 0, result.stderr
+    dump = result.stderr.split("[www]", 1)[1]
+    for line in ("catch_workers_output = yes", "decorate_workers_output = no",
+                 "clear_env = yes"):
+        assert "\t" + line in dump, line
+    for line in ("catch_workers_output = yes", "decorate_workers_output = no"):
+        assert re.search(r"^%s$" % line, POOL_WWW.read_text(), re.M), line
+    assert re.search(r"^clear_env = (yes|no)$", POOL_WWW.read_text(), re.M)
+
+
+def test_every_example_sets_clear_env_and_says_what_it_does_to_secret_key():
+    """README, the shipped pools and the recipes: clear_env written out, and
+    next to it a sentence on what it does to a SECRET_KEY."""
+    readme = (ROOT / "README.md").read_text()
+    ini_blocks = re.findall(r"```ini\n(.*?)```", readme, re.S)
+    examples = {"README.md": "\n".join(b for b in ini_blocks if "app =" in b)}
+    for path in [POOL_WWW, ROOT / "conf" / "docker" / "pfm.conf", *sorted(
+            (ROOT / "docs").glob("*.md"))]:
+        examples[str(path.relative_to(ROOT))] = path.read_text()
+    for name, text in examples.items():
+        if "app =" not in text:
+            continue
+        assert re.search(r"^clear_env = (yes|no)$", text, re.M), f"{name}: clear_env"
+        assert "SECRET_KEY" in text, f"{name}: no word on what clear_env does to SECRET_KEY"
+        assert re.search(r"^catch_workers_output = yes$", text, re.M), name
+        assert re.search(r"^decorate_workers_output = no$", text, re.M), name
+    assert "SECRET_KEY" in readme
 
 
 # ---- pfm.conf(5) covers the status page, the access log and the slow log --------------------
@@ -414,22 +441,92 @@ def test_systemd_unit_command_lines_parse():
     unit = UNIT.read_text()
     assert re.search(r"^Type=notify$", unit, re.M)
     assert re.search(r"^ExecReload=/bin/kill -USR2 \$MAINPID$", unit, re.M)
-    commands = re.findall(r"^Exec(?:Start|Reload)=(\S*/pfm) (.*)$", unit, re.M)
-    assert commands, "no pfm command line in the unit"
-    for _, args in commands:
+    # python3 -m pfm from the unit's PATH: a virtualenv in /opt/pfm or the
+    # system's Python, never Debian's unrelated /usr/bin/pfm
+    commands = re.findall(r"^Exec(?:Start|Reload)=/usr/bin/env python3 -m pfm (.*)$", unit,
+                          re.M)
+    assert len(commands) == 2, "no pfm command line in the unit"
+    for args in commands:
         parsed = build_parser().parse_args(args.split())
         assert parsed.config == "/etc/pfm/pfm.conf"
-    start = re.search(r"^ExecStart=\S+ (.*)$", unit, re.M).group(1).split()
-    assert build_parser().parse_args(start).nodaemonize, "Type=notify needs the foreground"
+    start = re.search(r"^ExecStart=/usr/bin/env python3 -m pfm (.*)$", unit, re.M).group(1)
+    assert build_parser().parse_args(start.split()).nodaemonize, "Type=notify needs -F"
+    assert not re.search(r"^Exec\w+=\S*/bin/pfm\b", unit, re.M)
 
 
-def test_logrotate_signals_the_configured_pid_file():
-    pid = re.search(r"^pid\s*=\s*(\S+)", CONF.read_text(), re.M).group(1)
+def _postrotate() -> str:
     rotate = LOGROTATE.read_text()
-    assert f'kill -USR1 "$(cat {pid})"' in rotate
+    return re.search(r"^\s*postrotate\n(.*?)^\s*endscript", rotate, re.S | re.M).group(1)
+
+
+def test_logrotate_rotates_the_configured_log_directory():
     log_dir = os.path.dirname(re.search(r"^error_log\s*=\s*(\S+)", CONF.read_text(),
                                         re.M).group(1))
-    assert re.search(r"^%s/\*\.log \{" % re.escape(log_dir), rotate, re.M)
+    assert re.search(r"^%s/\*\.log \{" % re.escape(log_dir), LOGROTATE.read_text(), re.M)
+    assert "/etc/pfm/pfm.conf" in _postrotate()
+
+
+def _run_postrotate(tmp_path, config_text: str, systemd_active: bool):
+    """The postrotate script under sh, with /etc/pfm/pfm.conf moved to tmp_path
+    and a `systemctl` on PATH standing in for systemd (not PID 1 here) that
+    records its arguments."""
+    conf = tmp_path / "pfm.conf"
+    conf.write_text(config_text)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "systemctl.calls"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\necho \"$*\" >> %s\n[ \"$1\" = is-active ] && exit %d\nexit 0\n"
+        % (calls, 0 if systemd_active else 3))
+    (bin_dir / "systemctl").chmod(0o755)
+    script = _postrotate().replace("/etc/pfm/pfm.conf", str(conf))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "%s:/usr/bin:/bin" % bin_dir})
+    return result, harness.read_text(calls)
+
+
+def test_logrotate_under_systemd_signals_the_main_process_without_a_pid_file(tmp_path):
+    result, calls = _run_postrotate(tmp_path, "[global]\n", systemd_active=True)
+    assert result.returncode == 0, result.stderr
+    assert calls.splitlines() == ["is-active --quiet pfm.service",
+                                  "kill --kill-whom=main --signal=USR1 pfm.service"]
+
+
+def test_logrotate_without_systemd_reopens_the_logs_of_the_pid_in_the_config(tmp_path):
+    """systemctl says inactive: the pid file named by `pid =` gets USR1, and
+    the running master reopens its error log; without a pid line, nothing."""
+    log = tmp_path / "pfm.log"
+    pid_file = tmp_path / "pfm.pid"
+    port = harness.free_port()
+    config = ("[global]\npid = %s ; the pid file\nerror_log = %s\n\n[www]\n"
+              "listen = 127.0.0.1:%d\npm = static\npm.max_children = 1\n"
+              "app = pfm.demo:app\n" % (pid_file, log, port))
+    (tmp_path / "run.conf").write_text(config)
+    master = subprocess.Popen([sys.executable, "-m", "pfm", "-F", "-R", "-y",
+                               str(tmp_path / "run.conf")], env=harness.test_env(),
+                              start_new_session=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_for(lambda: "ready to handle connections" in harness.read_text(log)
+                         and pid_file.exists(), 10, "pfm to start")
+        log.rename(tmp_path / "pfm.log.1")
+        result, calls = _run_postrotate(tmp_path, config, systemd_active=False)
+        assert result.returncode == 0, result.stderr
+        assert calls.splitlines() == ["is-active --quiet pfm.service"]
+        harness.wait_for(lambda: "error log file re-opened" in harness.read_text(log), 10,
+                         "the master to reopen its error log")
+        result, _ = _run_postrotate(tmp_path, "[global]\n", systemd_active=False)
+        assert result.returncode == 0 and result.stderr == ""
+    finally:
+        master.terminate()
+        try:
+            master.wait(10)
+        finally:
+            try:
+                os.killpg(master.pid, 9)
+            except ProcessLookupError:
+                pass
 
 
 # ---- the benchmark seed -------------------------------------------------------------------
