@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ POOL_WWW = ROOT / "conf" / "pool.d" / "www.conf"
 NGINX_SITE = ROOT / "conf" / "nginx" / "pfm-site.conf"
 UNIT = ROOT / "conf" / "systemd" / "pfm.service"
 LOGROTATE = ROOT / "conf" / "logrotate.d" / "pfm"
+GRAFANA = ROOT / "conf" / "grafana" / "pfm-dashboard.json"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -291,6 +293,46 @@ def test_status_page_names_every_openmetrics_family():
     tags = entry_tags(_status_page()["OpenMetrics"])
     missing = sorted(families - tags)
     assert not missing, f"STATUS PAGE, OpenMetrics: no entry for {missing}"
+
+
+def _exported_series() -> set:
+    """Every sample name pfm's OpenMetrics page can carry (full, every pm),
+    as Prometheus stores them, read back with prometheus_client's parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from pfm import status
+
+    names = set()
+    for snap in _status_snapshots():
+        text = status.render_openmetrics(snap, True).decode()
+        for family in text_string_to_metric_families(text):
+            names.update(sample.name for sample in family.samples)
+    return names
+
+
+def _dashboard_panels(panels):
+    for panel in panels:
+        yield panel
+        yield from _dashboard_panels(panel.get("panels", []))
+
+
+def test_grafana_dashboard_queries_only_series_pfm_exports():
+    dashboard = json.loads(GRAFANA.read_text())
+    panels = list(_dashboard_panels(dashboard["panels"]))
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    used = set(re.findall(r"\bpfm_[a-z_]+", " ".join(exprs)))
+    exported = _exported_series()
+    assert {"pfm_accepted_connections_total", "pfm_busy_ratio", "pfm_process_pss_bytes",
+            "pfm_listen_queue", "pfm_up"} <= used
+    assert not used - exported, f"the dashboard queries series pfm never exports: " \
+                                f"{sorted(used - exported)}"
+    assert not any("phpfpm_" in e for e in exprs), "php-fpm exporter names"
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
 
 
 def test_status_page_gives_every_format_and_content_type():
