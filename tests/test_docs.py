@@ -624,3 +624,56 @@ Transfer/sec:      3.00MB
 """
     rps, p99, requests, errors, non2xx = bench.parse_wrk(sample)
     assert (rps, p99, requests, errors, non2xx) == (19400.0, 1.25, 97000, 3, 4)
+
+
+# ---- packaging ------------------------------------------------------------------------------
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_one_version_source_for_pyproject_the_package_and_the_man_pages():
+    import pfm
+
+    project = _pyproject()
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pfm.__version__"}
+    for page in (MAN8, MAN5):
+        th = re.search(r'^\.TH \S+ \d \S+ "pfm ([^"]+)"', page.read_text(), re.M)
+        assert th and th.group(1) == pfm.__version__, (page.name, th and th.group(1))
+
+
+def test_distribution_name_license_python_and_platform():
+    """pfm-wsgi (PyPI's `pfm` is another project; the command and the import
+    package stay pfm), MIT with its LICENSE, Linux only, and the Python
+    versions CI tests: Debian 12's /usr/bin/python3."""
+    project = _pyproject()["project"]
+    assert project["name"] == "pfm-wsgi"
+    assert project["scripts"] == {"pfm": "pfm.cli:main"}
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    ci = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % "
+                         "sys.version_info[:2])"], capture_output=True, text=True).stdout.strip()
+    assert project["requires-python"] == ">=%s" % ci
+    classifiers = project["classifiers"]
+    assert "Operating System :: POSIX :: Linux" in classifiers
+    versions = [c.rsplit(" :: ", 1)[1] for c in classifiers
+                if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert versions == [ci]
+    assert project["urls"]
+
+
+def test_conf_and_docs_are_installed_as_data_files_and_named_in_readme():
+    data = _pyproject()["tool"]["setuptools"]["data-files"]
+    installed = {f for files in data.values() for f in files}
+    for name in installed:
+        assert (ROOT / name).is_file(), name
+    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*") if p.is_file()}
+    shipped |= {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")}
+    assert not shipped - installed, f"not installed: {sorted(shipped - installed)}"
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(f for f in shipped if f not in readme)
+    assert not missing, f"README does not point to {missing}"
