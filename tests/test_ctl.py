@@ -256,3 +256,14 @@ def test_top_in_a_real_terminal_shows_pools_workers_and_requests_and_quits_on_q(
         assert sleeper.join_result(15).status == 200
     finally:
         tmux(sock, "kill-server", check=False)
+
+
+def test_top_without_a_terminal_prints_one_view_with_rates(pfm_factory):
+    p = pfm_factory(pool={"pm.max_children": 1, "pm.status_path": "/status"})
+    proc = pfm_ctl("top", "-y", p.conf_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("pfm top - ") and "1 pool(s)" in lines[0]
+    summary = next(line for line in lines if line.startswith("pool www "))
+    assert re.search(r" \d+\.\d req/s ", summary), summary
+    assert re.search(r"^ +%d +Running " % p.worker_pids()[0], proc.stdout, re.M), proc.stdout
