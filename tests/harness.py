@@ -930,5 +930,15 @@ def established_to(port: int) -> int:
     return count
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what a test started as a process-group leader (start_new_session),
+    whatever it left behind, and reap the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
 def errno_name(e: OSError) -> str:
     return errno.errorcode.get(e.errno, str(e.errno))

@@ -1041,10 +1041,13 @@ def test_app_parent_is_not_a_package(tmp_path):
                  "'mypkg.single' is not a package")
 
 
-@pytest.mark.parametrize("app", ["mod:", ":app", "my-mod:app", "mod:create_app()", "a..b"])
+@pytest.mark.parametrize("app", ["mod:", ":app", "my-mod:app", "mod:create_app(", "a..b",
+                                 "my-mod:create_app()"])
 def test_app_form(tmp_path, app):
+    # mod:create_app() is an application factory since issue 13 (tests/test_app_factory.py)
     assert_error(tmp_path, POOL.replace("wsgiref.simple_server:demo_app", app), 5, "app",
-                 f"[pool www] app '{app}': must be of the form 'package.module:callable'")
+                 f"[pool www] app '{app}': must be of the form 'package.module:callable' "
+                 "or 'package.module:factory()'")
 
 
 def test_find_module_spec_builtin_and_namespace(tmp_path):

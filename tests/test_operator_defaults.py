@@ -43,11 +43,7 @@ def stop(proc) -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
+    harness.kill_group(proc)
 
 
 def test_without_any_config_pfm_refuses_to_serve_the_demo(run_dir):

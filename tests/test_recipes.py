@@ -12,7 +12,6 @@ root in private 0700 directories), and nginx listens on a free loopback port.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -262,11 +261,7 @@ def test_container_recipe(run_dir):
         down = healthcheck()
         assert down.returncode == 1 and "connection refused" in down.stderr, down.stderr
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        harness.kill_group(proc)
 
 
 # ---- systemd ----------------------------------------------------------------------------
@@ -374,8 +369,4 @@ def test_systemd_unit_runs_unedited_for_both_installs(run_dir, install):
         assert proc.wait(15) == 0
     finally:
         sock.close()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        harness.kill_group(proc)

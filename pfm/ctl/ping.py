@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, TextIO
 
-from .probe import ConfigProblem, ProbeError, ask_ok, ping_endpoint, select_pools
+from .probe import ProbeError, ask_ok, for_each_pool, ping_endpoint
 
 
 def check(pool: Any, timeout: float) -> str:
@@ -24,18 +24,8 @@ def check(pool: Any, timeout: float) -> str:
 def run(config: Any, pool_name: Optional[str], timeout: float = 5.0,
         out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        pools = select_pools(config, pool_name)
-    except ConfigProblem as e:
-        err.write("pfm ping: %s\n" % e)
-        return 78
-    failed = 0
-    for pool in pools:
-        try:
-            out.write(check(pool, timeout) + "\n")
-        except ProbeError as e:
-            err.write("pfm ping: pool %s: %s\n" % (pool.name, e))
-            failed += 1
-    out.flush()
-    return 1 if failed else 0
+
+    def ping(index: int, pool: Any) -> None:
+        out.write(check(pool, timeout) + "\n")
+        out.flush()
+    return for_each_pool("ping", config, pool_name, err or sys.stderr, ping)

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 from .. import __version__, fastcgi
 from ..config import ConfigError, ListenAddress
@@ -224,3 +224,23 @@ def ask_ok(endpoint: Endpoint, query: str = "", timeout: float = 5.0) -> Answer:
         raise ProbeError("%s answered %d%s" % (endpoint.describe(), answer.status,
                                                ": " + first[0] if first else ""))
     return answer
+
+
+def for_each_pool(command: str, config: Any, name: Optional[str], err: TextIO,
+                  visit: Callable[[int, Any], None]) -> int:
+    """visit(index, pool) for every pool (or the one called `name`); a pool
+    whose visit raises ProbeError is reported on `err` and the others go on.
+    The exit status: 0, 1 when a pool failed, 78 when `name` is no pool."""
+    try:
+        pools = select_pools(config, name)
+    except ConfigProblem as e:
+        err.write("pfm %s: %s\n" % (command, e))
+        return 78
+    failed = 0
+    for index, pool in enumerate(pools):
+        try:
+            visit(index, pool)
+        except ProbeError as e:
+            err.write("pfm %s: pool %s: %s\n" % (command, pool.name, e))
+            failed += 1
+    return 1 if failed else 0

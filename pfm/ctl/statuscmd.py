@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, TextIO
 
-from .probe import ConfigProblem, ProbeError, ask_ok, select_pools, status_endpoint
+from .probe import ask_ok, for_each_pool, status_endpoint
 
 
 def query_for(json: bool, full: bool) -> str:
@@ -19,24 +19,13 @@ def run(config: Any, pool_name: Optional[str], json: bool = False, full: bool = 
     """Print every pool's page (or POOL's); 0 if all answered, 1 if one did not,
     78 if POOL is not in the configuration."""
     out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        pools = select_pools(config, pool_name)
-    except ConfigProblem as e:
-        err.write("pfm status: %s\n" % e)
-        return 78
-    failed = 0
-    for i, pool in enumerate(pools):
-        try:
-            answer = ask_ok(status_endpoint(pool), query_for(json, full), timeout)
-        except ProbeError as e:
-            err.write("pfm status: pool %s: %s\n" % (pool.name, e))
-            failed += 1
-            continue
+
+    def show(index: int, pool: Any) -> None:
+        answer = ask_ok(status_endpoint(pool), query_for(json, full), timeout)
         text = answer.body.decode("utf-8", "replace")
         if json:
             out.write(text.strip() + "\n")
         else:
-            out.write(("\n" if i else "") + text.rstrip("\n") + "\n")
+            out.write(("\n" if index else "") + text.rstrip("\n") + "\n")
         out.flush()
-    return 1 if failed else 0
+    return for_each_pool("status", config, pool_name, err or sys.stderr, show)
