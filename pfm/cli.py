@@ -155,8 +155,8 @@ def quick_mode_config(args, cfg):
     directive behind it."""
     app = args.app or "pfm.demo:app"
     if app == "pfm.demo:app":
-        stderr_line(NOTICE, "serving the demo application pfm.demo:app (%s)"
-                    % ("--demo" if args.demo else "quick mode without --app"))
+        why = "--demo" if args.demo else "--app" if args.app else "quick mode without --app"
+        stderr_line(NOTICE, "serving the demo application pfm.demo:app (%s)" % why)
     listen = args.listen or "127.0.0.1:9000"
     workers = 2 if args.workers is None else args.workers
     extra = {"user": args.user} if args.user else {}
