@@ -57,17 +57,26 @@ class _Child:
 
 
 class AppCheck:
-    """The checks of every pool of `config`, one child each, in parallel.
-    Feed it `read(fd)` when one of `fds()` is readable and `expire(now)` on
-    every turn; `done` once every child reported or was killed."""
+    """The checks of every pool of `config`, one child each, a few at a time
+    (a host with a hundred pools must not import a hundred apps at once).
+    `watch(fd)` and `forget(fd)` are told of each child's pipe as it opens
+    and before it closes; feed `read(fd)` when one is readable and
+    `expire(now)` on every turn; `done` once every child reported or was
+    killed."""
 
-    def __init__(self, config, forget=None):
+    def __init__(self, config, watch=None, forget=None, parallel: int | None = None):
         self.config = config
-        self.forget = forget or (lambda fd: None)   # called before a pipe is closed
+        self.watch = watch or (lambda fd: None)
+        self.forget = forget or (lambda fd: None)
+        self.parallel = parallel or max(2, os.cpu_count() or 2)
         self.failures: list[AppCheckError] = []
         self.running: dict[int, _Child] = {}
-        for pool in config.pools:
-            self._start(pool)
+        self.waiting = list(config.pools)
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.waiting and len(self.running) < self.parallel:
+            self._start(self.waiting.pop(0))
 
     def _start(self, pool) -> None:
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -79,10 +88,11 @@ class AppCheck:
         os.close(w)
         os.set_blocking(r, False)
         self.running[r] = _Child(pool, pid, r, time.monotonic() + pool.app_check_timeout)
+        self.watch(r)
 
     @property
     def done(self) -> bool:
-        return not self.running
+        return not self.running and not self.waiting
 
     def fds(self) -> list[int]:
         return list(self.running)
@@ -102,10 +112,11 @@ class AppCheck:
         child.data += data
         if data and b"\n" not in child.data and len(child.data) < _REPORT_LIMIT:
             return
-        status = self._end(child)
+        status = self._end(child, wait=not child.data)
         report = _parse(child.data) if child.data else _died(status)
         if report is not None:
             self.failures.append(self._error(child.pool, report))
+        self._fill()
 
     def expire(self, now: float) -> None:
         for child in [c for c in self.running.values() if now >= c.deadline]:
@@ -115,13 +126,17 @@ class AppCheck:
                 "directive": "app", "message": "app '%s' did not finish importing in %d s "
                 "(app_check_timeout): an import that waits for something that never comes "
                 "would hold every worker of the pool" % (child.pool.app, timeout)}))
+        self._fill()
 
     def cancel(self) -> None:
+        self.waiting = []
         for child in list(self.running.values()):
             self._end(child)
 
-    def _end(self, child: _Child) -> int | None:
-        """Kill what is left of the child (an app may have forked at import), reap it."""
+    def _end(self, child: _Child, wait: bool = False) -> int | None:
+        """Kill what is left of the child (an app may have forked at import)
+        and reap it: waiting for it when it closed its pipe without a report
+        (its exit status says why); else whoever reaps children does."""
         del self.running[child.fd]
         self.forget(child.fd)
         os.close(child.fd)
@@ -131,9 +146,10 @@ class AppCheck:
             except OSError:
                 pass
         try:
-            return os.waitpid(child.pid, 0)[1]
+            pid, status = os.waitpid(child.pid, 0 if wait else os.WNOHANG)
         except ChildProcessError:
             return None     # the master's loop reaped it already
+        return status if pid else None
 
     def _error(self, pool, report: dict) -> AppCheckError:
         directive = report.get("directive", "app")
@@ -149,9 +165,8 @@ class AppCheck:
 def check(config) -> list[AppCheckError]:
     """Run every pool's check and wait for all of them (bounded by their timeouts)."""
     with selectors.DefaultSelector() as selector:
-        checks = AppCheck(config, selector.unregister)
-        for fd in checks.fds():
-            selector.register(fd, selectors.EVENT_READ)
+        checks = AppCheck(config, lambda fd: selector.register(fd, selectors.EVENT_READ),
+                          selector.unregister)
         while not checks.done:
             for key, _ in selector.select(checks.timeout(time.monotonic())):
                 checks.read(key.fd)
