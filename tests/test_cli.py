@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import harness
 import pytest
@@ -198,7 +195,7 @@ def test_t_bounds_an_app_import_that_never_returns(run_dir):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user = nobody needs root (CI runs as root)")
-def test_t_pythonpath_the_pool_user_cannot_read(run_dir):
+def test_t_pythonpath_the_pool_user_cannot_read(run_dir, shared_dir):
     """A pythonpath under a directory only root may enter: -t checks as the
     pool's user and says 'user nobody cannot read DIR', on the pythonpath
     line. A module the app imports from pfm's own path, unreadable to the
@@ -212,19 +209,14 @@ def test_t_pythonpath_the_pool_user_cannot_read(run_dir):
     _assert_config_failure(proc, conf, line_of(text, "pythonpath = "),
                            "user nobody cannot read %s" % private)
 
-    shared = Path(tempfile.mkdtemp(prefix="pfmt-cli-", dir="/tmp"))  # readable by nobody
-    try:
-        shared.chmod(0o755)
-        (shared / "uses_private.py").write_text("import secret_dependency\napp = None\n")
-        (run_dir / "secret_dependency.py").write_text("")
-        text, conf = _app_conf(run_dir, "uses_private:app", shared,
-                               extra_pool="user = nobody\nclear_env = no\n")
-        proc = subprocess.run([sys.executable, "-m", "pfm", "-R", "-t", "-y", str(conf)],
-                              capture_output=True, text=True, timeout=30,
-                              env=harness.test_env({"PYTHONPATH": "%s:%s" % (harness.ROOT,
-                                                                             run_dir)}))
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    (shared_dir / "uses_private.py").write_text("import secret_dependency\napp = None\n")
+    (run_dir / "secret_dependency.py").write_text("")
+    text, conf = _app_conf(run_dir, "uses_private:app", shared_dir,
+                           extra_pool="user = nobody\nclear_env = no\n")
+    proc = subprocess.run([sys.executable, "-m", "pfm", "-R", "-t", "-y", str(conf)],
+                          capture_output=True, text=True, timeout=30,
+                          env=harness.test_env({"PYTHONPATH": "%s:%s" % (harness.ROOT,
+                                                                         run_dir)}))
     _assert_config_failure(proc, conf, line_of(text, "app = uses_private"),
                            "No module named 'secret_dependency'",
                            "user nobody cannot read %s" % run_dir)

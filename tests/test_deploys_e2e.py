@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,15 +29,6 @@ from test_operations_e2e import Load, recv_all, reload_with_new_code, write_modu
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="user = nobody needs root "
                                "(CI runs as root)")
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory every user may write to (the run directories are root's, 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="pfmt-deploy-", dir="/tmp"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def write_broken(directory: Path, version: int, how: str) -> None:
@@ -178,6 +167,7 @@ def start_then_hang(pfm_factory, shared_dir: Path, preload: bool, **pool):
     next import hang is created and a process is killed so that its
     replacement imports: the manager (preload) or a worker. Returns the pfm
     and the pid of the process now stuck in the import."""
+    shared_dir.chmod(0o1777)     # the pool's user writes HANG_MARKER.PID there
     marker = shared_dir / "hang"
     settings = {"app": "hangs_when_told:app", "env[HANG_MARKER]": str(marker),
                 "preload": preload, "pm.max_children": 1}

@@ -181,26 +181,16 @@ def test_every_setting_is_in_conf_pfm_conf():
     assert not missing, f"conf/pfm.conf lacks a (commented) line for: {missing}"
 
 
-@pytest.fixture
-def readable_tmp():
-    """A temporary directory every user may read (pytest's own is root's alone)."""
-    import tempfile
-    path = Path(tempfile.mkdtemp(prefix="pfm-docs-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_conf_pfm_conf_passes_pfm_test():
     result = run_pfm("-t", "-y", str(CONF))
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
 
-def test_pool_example_passes_pfm_test(readable_tmp):
+def test_pool_example_passes_pfm_test(shared_dir):
     # the example's /srv/$pool becomes a directory holding the module it names;
     # -t imports it as the example's user (www-data), so it must be readable
-    tmp_path = readable_tmp
+    tmp_path = shared_dir
     home = tmp_path / "www" / "myproject"
     home.mkdir(parents=True)
     (home / "__init__.py").write_text("")
