@@ -119,6 +119,31 @@ def test_broken_deploy_keeps_the_old_generation_serving(pfm_factory, nginx_facto
     assert "[error]" not in n.error_log_text(), n.error_log_text()[-3000:]
 
 
+@pytest.mark.timeout(40)
+def test_ondemand_pool_whose_preload_fails_keeps_the_old_generation(pfm_factory, run_dir):
+    """An ondemand pool has no worker to show that it serves: it used to count
+    as ready at once, so the old generation retired before the new manager
+    had even preloaded. Now it counts once its manager booted: a preload
+    that fails is a failed reload, and the old manager keeps serving."""
+    code = run_dir / "code"
+    code.mkdir()
+    write_module(code, 1)
+    p = pfm_factory(pool={"app": "reloadapp:app", "pythonpath": str(code), "pm": "ondemand",
+                          "pm.max_children": 2, "preload": True}, workers=False)
+    assert harness.wait_serving(p.address()).body.startswith(b"1 ")
+    (manager,) = p.manager_pids("www")
+    write_broken(code, 2, "fails-in-pool")
+    mark = p.log_size()
+    os.kill(p.pid, signal.SIGUSR2)
+    p.wait_log(r"ERROR: reload failed: \[pool www\] unable to preload app 'reloadapp:app': "
+               r"RuntimeError: deploy 2 cannot start; the running pools keep serving$",
+               start=mark)
+    wait_for(lambda: p.manager_pids("www") == [manager], 10, "only the old manager")
+    for _ in range(5):
+        assert harness.fcgi_get(p.address(), "/").body.startswith(b"1 ")
+    assert "new pool generation is accepting" not in p.log()[mark:]
+
+
 # ---- item 6: a renamed pool keeps nginx's kept connections ---------------------------------
 
 
