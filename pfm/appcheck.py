@@ -239,15 +239,19 @@ def inspect(global_, pool, parent: int) -> dict | None:
     except OSError as e:
         return {"directive": "chdir", "message": "unable to chdir to '%s': %s"
                 % (pool.chdir, e.strerror)}
-    return _import(pool, [(p, "app", "on pfm's own sys.path") for p in master_path])
+    return _import(pool, [(p, "app", "on pfm's own sys.path") for p in master_path]
+                   + [(p, "pythonpath", "") for p in pool.pythonpath])
 
 
 def _dirs_to_read(pool, search_path: list[str]) -> list[tuple[str, str, str]]:
     """(directory as the pool sees it, directive, what it is) of every
     directory the pool's user must be able to read, where it exists. Under a
-    chroot the interpreter's own directories are the chroot's business."""
-    from .config import outside_path
-    wanted = [(p, "pythonpath", "") for p in pool.pythonpath]
+    chroot the interpreter's own directories are the chroot's business.
+    Quick mode's implicit pythonpath (the working directory) is only named
+    if the import fails: nobody asked for it."""
+    from .config import COMMAND_LINE, outside_path
+    implicit = pool.source.get("pythonpath", ("", 0))[0] == COMMAND_LINE
+    wanted = [(p, "pythonpath", "") for p in pool.pythonpath if not implicit]
     if pool.chdir:
         wanted.append((pool.chdir, "chdir", ""))
     wanted += [(p, "virtualenv", "") for p in search_path
