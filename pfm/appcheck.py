@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import selectors
 import signal
 import sys
@@ -35,6 +36,8 @@ from . import procutil, signals
 from .config import HEADER, ConfigError
 
 FRAMES_SHOWN = 3        # innermost frames of an import error worth showing
+# Names a WSGI callable usually has, for the hint when the configured one is missing.
+_USUAL_NAMES = ("application", "app", "wsgi_app", "api")
 _REPORT_LIMIT = 65536   # a report is one short JSON line; more is not ours
 
 
@@ -297,27 +300,49 @@ def _user() -> str:
 
 
 def _import(pool, path_dirs) -> dict | None:
+    """Import the module, then get the callable the way a worker does
+    (app.load), so that a missing callable is told apart from an error."""
     import importlib
 
-    from .app import AppError, find_callable
+    from .app import load
     try:
         module = importlib.import_module(pool.app_module)
     except BaseException as e:
         return _import_failure(pool, e, path_dirs)
+    first = re.split(r"[.(]", pool.app_callable, maxsplit=1)[0]
+    if not hasattr(module, first):
+        return {"directive": "app",
+                "message": missing_callable(module, pool.app_module, pool.app_callable)}
     try:
-        find_callable(module, pool.app_module, pool.app_callable)
-    except AppError as e:
-        return {"directive": "app", "message": str(e)}
+        load(pool.app_module, pool.app_callable)
+    except BaseException as e:
+        return _import_failure(pool, e, [], "failed to load")
     return None
 
 
-def _import_failure(pool, error: BaseException, path_dirs) -> dict:
+def missing_callable(module_object, module: str, callable_name: str) -> str:
+    """"module 'mysite.wsgi' has no callable 'app'", with the name it does
+    have: Django's wsgi.py calls it `application`, so `app = mysite.wsgi`
+    (which means mysite.wsgi:app) is the usual mistake."""
+    message = "module '%s' has no callable '%s'" % (module, callable_name)
+    found = [name for name in _USUAL_NAMES
+             if name != callable_name and callable(getattr(module_object, name, None))]
+    if not found:
+        return message
+    hint = "write app = %s:%s" % (module, found[0])
+    if found[0] == "application":
+        hint += " (Django's wsgi.py names it 'application')"
+    return "%s; it has '%s': %s" % (message, found[0], hint)
+
+
+def _import_failure(pool, error: BaseException, path_dirs, what: str = "failed to import"
+                    ) -> dict:
     """The exception's type and message, where it was raised, and why an
     ImportError may be a matter of rights rather than of code."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not _machinery(f.filename)]
     text = error.msg if isinstance(error, SyntaxError) else str(error)
     reason = "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
-    message = "app '%s' failed to import: %s" % (pool.app, reason)
+    message = "app '%s' %s: %s" % (pool.app, what, reason)
     if isinstance(error, SyntaxError) and error.filename:
         message += " (%s:%s)" % (error.filename, error.lineno)
     elif frames:
