@@ -89,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args, cfg)
     except cfg.ConfigError as e:
-        stderr_line(ERROR, str(e))
-        if e.file:
-            stderr_line(ERROR, "failed to load configuration file '%s'" % e.file)
-        stderr_line(ERROR, "pfm initialization failed")
-        return EX_CONFIG
+        return config_failed([e])
 
     from .isolation import root_pool_errors
     problems = [] if args.allow_to_run_as_root else root_pool_errors(config)
@@ -102,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             stderr_line(level, message)
         stderr_line(ERROR, "pfm initialization failed")
         return EX_CONFIG
+
+    # The applications, imported as their workers will (not again in a master
+    # that re-executed itself: the reload that led to it checked them).
+    from . import appcheck, reexec
+    if args.test or reexec.ENV_SOCKETS not in os.environ:
+        failures = appcheck.check(config)
+        if failures:
+            return config_failed(failures)
 
     if args.test:
         for warning in config.warnings:
@@ -119,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         foreground = not args.daemonize
     return Master(config, foreground=foreground, force_stderr=args.force_stderr,
                   pidfile=args.pid).run()
+
+
+def config_failed(errors) -> int:
+    """php-fpm's lines for a configuration that cannot run, then EX_CONFIG."""
+    for e in errors:
+        stderr_line(ERROR, str(e))
+        for line in getattr(e, "details", ()):
+            stderr_line(ERROR, "%s%s" % ("[pool %s] " % e.pool if e.pool else "", line))
+    files = list(dict.fromkeys(e.file for e in errors if e.file))
+    for path in files:
+        stderr_line(ERROR, "failed to load configuration file '%s'" % path)
+    stderr_line(ERROR, "pfm initialization failed")
+    return EX_CONFIG
 
 
 def load_config(args, cfg):

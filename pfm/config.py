@@ -468,6 +468,8 @@ def _check_range(check: _Checker, values: Any, setting: Setting) -> None:
         if low == 1:
             raise check.fail(name, f"{name}({value}) must be a positive value")
         raise check.fail(name, f"{name}({value}) must be greater or equal than {low}")
+    if setting.limit is not None and value > setting.limit:
+        raise check.fail(name, f"{name}({value}) is too large: at most {setting.limit}")
 
 
 def _resolve(base: str, path: Optional[str]) -> Optional[str]:
@@ -486,7 +488,17 @@ def _build_global(section: _Section, base: str, main: Optional[str]) -> Any:
     g.pid = _resolve(base, g.pid)
     if g.error_log is not None and g.error_log != "syslog":
         g.error_log = _resolve(base, g.error_log)
+    _check_files(check, g, ("pid", "error_log"))
     return g
+
+
+def _check_files(check: _Checker, values: Any, names: Sequence[str]) -> None:
+    """A file pfm writes (log, pid) cannot be an existing directory. A missing
+    directory is not checked here: systemd may create it (LogsDirectory=)."""
+    for name in names:
+        path = getattr(values, name.replace(".", "_"))
+        if path and path != "syslog" and os.path.isdir(path):
+            raise check.fail(name, f"{name} '{path}' is a directory, not a file")
 
 
 def _build_pool(section: _Section, base: str, main: Optional[str], warnings: List[str],
@@ -537,6 +549,7 @@ def _check_paths(check: _Checker, pool: Any, base: str) -> None:
     pool.slowlog = _resolve(home, pool.slowlog)
     pool.virtualenv = _resolve(home, pool.virtualenv)
     pool.pythonpath = [_resolve(home, p) for p in pool.pythonpath]
+    _check_files(check, pool, ("access.log", "slowlog"))
     if pool.chroot is not None:
         if pool.chroot.startswith("$prefix"):
             pool.chroot = home + pool.chroot[len("$prefix"):]
@@ -551,20 +564,20 @@ def _check_paths(check: _Checker, pool: Any, base: str) -> None:
     if pool.chdir is not None:
         if not pool.chdir.startswith("/"):
             raise check.fail("chdir", f"the chdir path '{pool.chdir}' must start with a '/'")
-        outside = _outside(pool, pool.chdir)
+        outside = outside_path(pool, pool.chdir)
         if not os.path.isdir(outside):
             within = f" within the chroot path '{pool.chroot}' ('{outside}')" if pool.chroot \
                 else ""
             raise check.fail("chdir", f"the chdir path '{pool.chdir}'{within} does not exist "
                              "or is not a directory")
-    if pool.virtualenv is not None and not _site_packages(_outside(pool, pool.virtualenv)):
+    if pool.virtualenv is not None and not _site_packages(outside_path(pool, pool.virtualenv)):
         version = "%d.%d" % sys.version_info[:2]
         raise check.fail("virtualenv", f"the virtualenv '{pool.virtualenv}' has no "
                          f"lib/python{version}/site-packages (is it a virtualenv of the "
                          "Python that runs pfm?)")
 
 
-def _outside(pool: Any, path: str) -> str:
+def outside_path(pool: Any, path: str) -> str:
     """Where a worker-side path is seen from the master (under the chroot)."""
     if not pool.chroot:
         return path
@@ -589,6 +602,8 @@ def _check_listen(check: _Checker, pool: Any, home: str, warnings: List[str]) ->
                 raise check.fail(name, f"cannot bind to UNIX socket '{path}' as path is too "
                                  f"long (found length: {len(path.encode())}, maximal length: "
                                  f"{UNIX_PATH_MAX})")
+            if os.path.isdir(path):
+                raise check.fail(name, f"{name} '{path}' is a directory, not a UNIX socket")
             address = ListenAddress("unix", path=path, value=path)
             setattr(pool, name.replace(".", "_"), path)
         if name == "listen":
@@ -684,7 +699,7 @@ def app_search_path(pool: Any) -> List[str]:
     if pool.chdir:
         path.append(pool.chdir)
     if pool.virtualenv:
-        for site_dir in _site_packages(_outside(pool, pool.virtualenv)):
+        for site_dir in _site_packages(outside_path(pool, pool.virtualenv)):
             inside = "/" + os.path.relpath(site_dir, pool.chroot) if pool.chroot else site_dir
             path.append(inside)
             path.extend(_pth_dirs(site_dir, inside, pool.chroot))
@@ -818,7 +833,7 @@ def _check_app(check: _Checker, pool: Any, find: bool) -> None:
     if not find:
         return
     # '' in sys.path (python -m pfm) is the working directory, where the worker looks too.
-    search = [_outside(pool, p) for p in app_search_path(pool)]
+    search = [outside_path(pool, p) for p in app_search_path(pool)]
     search += [p or os.getcwd() for p in sys.path]
     try:
         find_module_spec(module, list(dict.fromkeys(search)))

@@ -20,30 +20,45 @@ _PR_SET_DUMPABLE = 4
 
 
 class IsolationError(Exception):
-    """The pool cannot be set up as configured; the manager exits 70."""
+    """The pool cannot be set up as configured; the manager exits 70.
+    `directive` is the one at fault, for the config check's file:line."""
+
+    def __init__(self, message: str, directive: str = "user"):
+        super().__init__(message)
+        self.directive = directive
 
 
-def apply_limits_and_identity(pool) -> None:
-    root = os.geteuid() == 0
+def apply_limits(values) -> None:
+    """rlimit_files and rlimit_core of [global] (the master's, php-fpm's
+    fpm_unix_init_main) or of a pool (its manager's, inherited by its workers)."""
     for name, res in (("rlimit_files", resource.RLIMIT_NOFILE),
                       ("rlimit_core", resource.RLIMIT_CORE)):
-        value = getattr(pool, name, None)
+        value = getattr(values, name, None)
         if value is not None:
             try:
                 resource.setrlimit(res, (value, value))
             except (ValueError, OSError) as e:
-                raise IsolationError("failed to set %s to %s: %s" % (name, value, e)) from None
+                shown = "unlimited" if value == resource.RLIM_INFINITY else value
+                raise IsolationError("failed to set %s to %s: %s" % (
+                    name, shown, getattr(e, "strerror", None) or e), name) from None
+
+
+def apply_limits_and_identity(pool) -> None:
+    root = os.geteuid() == 0
+    apply_limits(pool)
     if root and pool.chroot:
         try:
             os.chroot(pool.chroot)
         except OSError as e:
-            raise IsolationError("failed to chroot(%s): %s" % (pool.chroot, e.strerror)) from None
+            raise IsolationError("failed to chroot(%s): %s" % (pool.chroot, e.strerror),
+                                 "chroot") from None
         os.chdir("/")
     if root and pool.process_priority is not None:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, pool.process_priority)
         except OSError as e:
-            raise IsolationError("unable to set priority: %s" % e.strerror) from None
+            raise IsolationError("unable to set priority: %s" % e.strerror,
+                                 "process.priority") from None
     drop_privileges(pool)
     if pool.process_dumpable:
         try:

@@ -58,18 +58,16 @@ class Log:
     def _open(path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def reopen(self) -> bool:
+    def reopen(self) -> None:
         """Reopen the file in place (logrotate). The descriptor number stays,
-        so processes that inherited it write to the new file too."""
+        so processes that inherited it write to the new file too. Raises
+        OSError (the old file stays in use); stderr and syslog have nothing
+        to reopen."""
         if not self.path:
-            return True   # stderr and syslog have nothing to reopen
-        try:
-            fd = self._open(self.path)
-        except OSError:
-            return False
+            return
+        fd = self._open(self.path)
         os.dup2(fd, self.fd, inheritable=False)
         os.close(fd)
-        return True
 
     def close(self) -> None:
         if self.fd > 2:

@@ -34,11 +34,17 @@ class PoolFiles:
         self.slowlog_fd = open_append(self.slowlog_path) if self.slowlog_path else -1
 
     def reopen(self) -> list[int]:
-        """Fresh descriptors for the same paths (the master's side of USR1)."""
+        """Fresh descriptors for the same paths (the master's side of USR1).
+        All or nothing: raises OSError (naming the file) with none left open."""
         fresh = []
-        for path in (self.access_path, self.slowlog_path):
-            if path:
-                fresh.append(open_append(path))
+        try:
+            for path in (self.access_path, self.slowlog_path):
+                if path:
+                    fresh.append(open_append(path))
+        except OSError:
+            for fd in fresh:
+                os.close(fd)
+            raise
         return fresh
 
     def targets(self, error_log_fd: int) -> list[int]:

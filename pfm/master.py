@@ -14,7 +14,10 @@ import socket
 import sys
 import time
 
-from . import handoff, logfiles, procutil, reexec, signals, sockets
+from . import generation, handoff, logfiles, procutil, reexec, signals, sockets
+from .appcheck import AppCheck
+from .generation import Generation, PoolReadiness
+from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
 from .poolmanager import Inherited, manager_main
@@ -27,7 +30,7 @@ from .systemd import Notifier
 EX_SOFTWARE, EX_CONFIG = 70, 78
 _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
             signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
-READY_WAIT = 30.0        # the old generation retires at the latest this long after a reload
+STILL_WAITING = 30.0     # a new generation not serving after this long is logged (once)
 MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
 MAX_BACKOFF = 30.0
 
@@ -37,7 +40,7 @@ class InitError(Exception):
 
 
 class Manager:
-    __slots__ = ("pid", "pool", "started", "generation", "control", "board", "cell")
+    __slots__ = ("pid", "pool", "started", "generation", "control", "board", "cell", "booted")
 
     def __init__(self, pid: int, pool, started: float, generation: int, control, board,
                  cell: int):
@@ -48,24 +51,24 @@ class Manager:
         self.control = control      # our end of the socket to this manager
         self.board = board          # its pool's scoreboard (the master only reads it)
         self.cell = cell            # its cell in the process.max table
+        self.booted = False         # it said it is past its boot (rights, preload)
 
 
 class Master:
     def __init__(self, config, foreground: bool | None = None, force_stderr: bool = False,
                  pidfile: str | None = None):
-        self.config = config
+        self.config = config        # the serving generation's configuration
         g = config.global_
         self.daemonize = g.daemonize if foreground is None else not foreground
         self.pidfile = pidfile or g.pid
         self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
                        g.syslog_ident, g.syslog_facility)
-        self.listeners: dict[str, sockets.Listener] = {}   # pool name -> its socket
-        self.status_listeners: dict[str, sockets.Listener] = {}  # pool name -> pm.status_listen
-        self.boards: dict[str, Scoreboard] = {}    # pool name -> its current scoreboard
-        self.adoptions: dict = {}      # pool name -> adoption socket pair, kept across reloads
-        self.retiring: list[int] = []      # old managers waiting for the new generation
-        self.retire_deadline = 0.0
-        self.generation = 0    # bumped by each reload; older managers are retiring
+        self.current: Generation | None = None   # the generation serving
+        self.next: Generation | None = None      # a reload's, until it serves or fails
+        self.checking: AppCheck | None = None    # a reload's app check, before `next`
+        self.adoptions: dict = {}   # listening address -> adoption socket pair (handoff.py)
+        self.retiring: list[int] = []   # a previous image's managers, until ours serve
+        self.started_generations = 0    # numbers them: the first is 0
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
@@ -86,11 +89,18 @@ class Master:
         for warning in self.config.warnings:
             self.log.warning(warning)
         try:
+            apply_limits(self.config.global_)       # [global] rlimit_*, as php-fpm
             self.open_sockets()
-        except InitError as e:
+        except (InitError, IsolationError) as e:
             self.log.error(str(e))
             self.log.error("pfm initialization failed")
             return EX_CONFIG
+        try:
+            return self.start()
+        finally:
+            self.cleanup()
+
+    def start(self) -> int:
         if self.daemonize and not self.inherited.daemonized:
             self.detach()
         try:
@@ -104,46 +114,58 @@ class Master:
         self.sigpipe = SignalPipe(_HANDLED)
         # Old pool managers of a previous image watch this pipe: keep it.
         self.lifeline_r, self.lifeline_w = self.inherited.lifeline or os.pipe2(os.O_CLOEXEC)
-        if self.inherited.retiring:
-            self.retiring = self.inherited.retiring
-            self.retire_deadline = time.monotonic() + READY_WAIT
+        self.retiring = self.inherited.retiring
         # process.max: a cell per live manager; reloads briefly double the managers.
         self.processes = ProcessTable(4 * len(self.config.pools) + 16)
         # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
         self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.crashes: list[float] = []
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.sigpipe, selectors.EVENT_READ, self.on_signals)
+        self.selector.register(self.report_r, selectors.EVENT_READ, self.read_reports)
         for pool in self.config.pools:
-            self.spawn_manager(pool)
+            self.spawn_manager(self.current, pool)
         self.log.notice("pfm is running, pid %d" % os.getpid())
         self.log.notice("ready to handle connections")
         self.log.also_stderr = False
         self.report_status(0)
         self.notify_ready()
-        try:
-            return self.loop()
-        finally:
-            self.cleanup()
+        return self.loop()
 
     def open_sockets(self) -> None:
-        inherited = {address: sockets.Listener(sock, address, address,
-                                               address if sock.family == socket.AF_UNIX
-                                               else None)
-                     for address, sock in self.inherited.sockets.items()}
-        self.listeners = self.bind_pools(self.config.pools, inherited)
-        self.status_listeners = self.bind_status(self.config.pools, inherited)
-        used = {id(x) for x in [*self.listeners.values(), *self.status_listeners.values()]}
-        for address, listener in inherited.items():
+        inherited = [sockets.Listener(sock, address, address,
+                                      address if sock.family == socket.AF_UNIX else None)
+                     for address, sock in self.inherited.sockets.items()]
+        self.current = self.open_generation(self.config, 0, inherited)
+        used = {id(x) for x in self.current.sockets()}
+        for listener in inherited:
             if id(listener) in used:
                 self.log.notice('using inherited socket fd=%d, "%s"'
-                                % (listener.sock.fileno(), address))
+                                % (listener.sock.fileno(), listener.address))
             else:
                 _close_listener(listener)
-        self.files = self.open_files(self.config.pools)
 
-    def bind_status(self, pools, current: dict) -> dict:
+    def open_generation(self, config, number: int, existing: list) -> Generation:
+        """The sockets and log files of a generation: an address already open
+        in `existing` keeps its socket (no connection is refused); what this
+        opens is closed again if something else fails. Raises InitError."""
+        fresh = []
+        try:
+            listeners = self.bind_pools(config.pools, existing, fresh)
+            status_listeners = self.bind_status(config.pools, existing, fresh)
+            files = self.open_files(config.pools)
+        except InitError:
+            for listener in fresh:
+                _close_listener(listener)
+            raise
+        return Generation(number, config, listeners, status_listeners, files,
+                          started=time.monotonic())
+
+    @staticmethod
+    def bind_status(pools, existing: list, fresh: list) -> dict:
         """pm.status_listen sockets, served by the pool managers themselves."""
         from .config import parse_listen
-        by_address = {listener.address: listener for listener in current.values()}
+        by_address = {listener.address: listener for listener in [*existing, *fresh]}
         result = {}
         for pool in pools:
             if not pool.pm_status_listen:
@@ -154,8 +176,9 @@ class Master:
                     listener = sockets.bind(parse_listen(pool.pm_status_listen),
                                             pool.listen_backlog, pool.listen_mode,
                                             pool.listen_owner, pool.listen_group)
-                except (sockets.SocketError, ValueError) as e:
+                except (sockets.SocketError, ValueError, OSError) as e:
                     raise InitError("[pool %s] pm.status_listen: %s" % (pool.name, e)) from None
+                fresh.append(listener)
             result[pool.name] = listener
         return result
 
@@ -174,12 +197,13 @@ class Master:
         return files
 
     @staticmethod
-    def bind_pools(pools, current: dict) -> dict:
+    def bind_pools(pools, existing: list, fresh: list) -> dict:
         """A socket for every pool: the one already open for the same address
-        (a reload keeps it, so no connection is refused), or a new one."""
+        (a reload keeps it, so no connection is refused), or a new one, which
+        is added to `fresh`."""
         from .config import parse_listen
-        by_address = {listener.address: listener for listener in current.values()}
-        opened, result = [], {}
+        by_address = {listener.address: listener for listener in [*existing, *fresh]}
+        result = {}
         for pool in pools:
             listener = by_address.get(pool.listen)
             if listener is None:
@@ -188,11 +212,9 @@ class Master:
                                             pool.listen_mode, pool.listen_owner,
                                             pool.listen_group, pool.listen_acl_users,
                                             pool.listen_acl_groups)
-                except (sockets.SocketError, ValueError) as e:
-                    for sock in opened:
-                        _close_listener(sock)
+                except (sockets.SocketError, ValueError, OSError) as e:
                     raise InitError("[pool %s] %s" % (pool.name, e)) from None
-                opened.append(listener)
+                fresh.append(listener)
                 by_address[pool.listen] = listener
             result[pool.name] = listener
         return result
@@ -240,20 +262,19 @@ class Master:
     # ---- the loop ----------------------------------------------------------
 
     def loop(self) -> int:
-        selector = selectors.DefaultSelector()
-        selector.register(self.sigpipe, selectors.EVENT_READ)
-        selector.register(self.report_r, selectors.EVENT_READ)
         while True:
-            selector.select(self._timeout())
-            for sig in self.sigpipe.read():
-                self.on_signal(sig)
-            self.read_reports()
+            for key, _ in self.selector.select(self._timeout()):
+                key.data(key.fd)
+            if self.checking is not None:
+                self.checking.expire(time.monotonic())
+                self.check_done()
             self.reap()
             if self.next_notify is not None and time.monotonic() >= self.next_notify:
                 self.notify_status()
             if self.state == "running":
                 self.restart_managers()
-                self.retire_old_generation()
+                self.advance_reload()
+                self.retire_previous_image()
             else:
                 self.escalate()
                 if not self.managers:
@@ -267,11 +288,17 @@ class Master:
             timeout = min(timeout, max(0.0, self.next_notify - now))
         if self.ladder.deadline is not None:
             timeout = min(timeout, max(0.0, self.ladder.deadline - now))
-        if self.retiring:
-            timeout = min(timeout, 0.05)
+        if self.next is not None or self.retiring:
+            timeout = min(timeout, 0.05)     # watch the new generation's scoreboards
+        if self.checking is not None:
+            timeout = min(timeout, self.checking.timeout(now))
         for when in self.restart_at.values():
             timeout = min(timeout, max(0.0, when - now))
         return timeout
+
+    def on_signals(self, fd: int) -> None:
+        for sig in self.sigpipe.read():
+            self.on_signal(sig)
 
     def on_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
@@ -283,14 +310,22 @@ class Master:
         elif sig in (signal.SIGUSR2, signal.SIGHUP):  # HUP: as gunicorn and uWSGI reload
             self.reload()
 
+    # ---- reload ------------------------------------------------------------
+
     def reload(self) -> None:
-        """Graceful reload: validate the new config first (a bad one is logged
-        and the running pools keep serving), start a new generation of pool
-        managers on the same listening sockets, then let the old generation
-        finish its requests and retire. The master's pid does not change."""
+        """Graceful reload, in three steps, none of which touches the running
+        pools: read and validate the new config; import each pool's app in a
+        forked child set up as its workers will be (appcheck.py, without
+        blocking this loop); start a new generation of pool managers on the
+        same listening sockets. The old generation retires once every new
+        pool serves (advance_reload). A failure at any step is logged as a
+        failed reload and the old generation goes on serving."""
+        if self.state != "running":
+            return
         self.log.notice("Reloading in progress ...")
         self.notifier.send("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=Reloading"
                            % (time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
+        self.cancel_check()
         from .config import ConfigError, load
         new = self.config
         if self.config.path is not None:
@@ -298,51 +333,142 @@ class Master:
                 new = load(self.config.path, prefix=self.config.prefix)
             except ConfigError as e:
                 self.log.error(str(e))
-                self.log.error("reload failed: the configuration has an error; "
-                               "the running pools keep serving with the old one")
-                self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
+                self.reload_failed("the configuration has an error", str(e))
                 return
+        self.checking = AppCheck(new, self.watch_check, self.selector.unregister)
+
+    def watch_check(self, fd: int) -> None:
+        self.selector.register(fd, selectors.EVENT_READ, lambda fd: self.checking.read(fd))
+
+    def cancel_check(self) -> None:
+        if self.checking is not None:
+            self.checking.cancel()
+            self.checking = None
+
+    def check_done(self) -> None:
+        """The reload's app check finished: start the new generation, or fail."""
+        checks = self.checking
+        if not checks.done:
+            return
+        self.checking = None
+        if checks.failures:
+            for e in checks.failures:
+                self.reload_failed(str(e), e.message)
+                for line in e.details:
+                    self.log.error("[pool %s] %s" % (e.pool, line) if e.pool else line)
+            return
+        self.start_generation(checks.config)
+
+    def start_generation(self, new) -> None:
+        existing = self.current.sockets() + (self.next.sockets() if self.next else [])
         try:
-            listeners = self.bind_pools(new.pools, self.listeners)
-            status_listeners = self.bind_status(new.pools, self.status_listeners)
-        except InitError as e:
-            self.log.error(str(e))
-            self.log.error("reload failed: the running pools keep serving")
-            self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
+            apply_limits(new.global_)
+            self.started_generations += 1
+            gen = self.open_generation(new, self.started_generations, existing)
+        except (InitError, IsolationError) as e:
+            self.reload_failed(str(e))
             return
         if reexec.fingerprint() != self.code:
+            self.release(gen, keep=[self.current, self.next])
             self.reexec()
-            return
-        try:
-            files = self.open_files(new.pools)
-        except InitError as e:
-            self.log.error(str(e))
-            self.log.error("reload failed: the running pools keep serving")
-            self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % e)
             return
         for warning in new.warnings:
             self.log.warning(warning)
-        # Managers of an earlier reload still waiting for their successors: go now.
-        for pid in self.retiring:
-            _kill(pid, signal.SIGQUIT)
-        self.retiring = [pid for pid, m in self.managers.items()
-                         if m.generation == self.generation]
-        self.retire_deadline = time.monotonic() + READY_WAIT
-        kept = {id(x) for x in [*listeners.values(), *status_listeners.values()]}
-        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
-            if id(listener) not in kept:
-                _close_listener(listener)
-        for old_files in self.files.values():
-            old_files.close()
-        self.config, self.listeners, self.files = new, listeners, files
-        self.status_listeners = status_listeners
-        self.generation += 1
-        self.restart_at.clear()
+        if self.next is not None:
+            self.log.notice("a newer reload replaces the one still starting")
+            self.abandon(self.next, keep=[self.current, gen])
+        self.next = gen
         for pool in new.pools:
-            self.spawn_manager(pool)
+            self.spawn_manager(gen, pool)
+        old = [pid for pid, m in self.managers.items() if m.generation == self.current.number]
         self.log.notice("configuration %s reloaded: %d pool(s) starting; %d old pool "
                         "manager(s) serve until they are ready" % (
-                            new.path or "(built-in)", len(new.pools), len(self.retiring)))
+                            new.path or "(built-in)", len(new.pools), len(old)))
+
+    def reload_failed(self, reason: str, status: str | None = None) -> None:
+        """One ERROR line naming the reason, and systemd told (READY=1: the
+        old generation is serving)."""
+        self.log.error("reload failed: %s; the running pools keep serving" % reason)
+        self.notifier.send("READY=1\nSTATUS=Reload failed: %s" % (status or reason))
+
+    def advance_reload(self) -> None:
+        """Retire the old generation once the new one serves; stop the new
+        one if it cannot. No deadline: the old one serves meanwhile."""
+        gen = self.next
+        if gen is None:
+            return
+        pools = self.readiness(gen)
+        state = generation.outcome(pools, gen.failure)
+        if state == generation.READY:
+            self.commit(gen)
+        elif state == generation.FAILED:
+            self.abandon(gen, keep=[self.current])
+            self.reload_failed(gen.failure)
+        elif not gen.warned and time.monotonic() - gen.started > STILL_WAITING:
+            gen.warned = True
+            self.log.warning("reload: pool(s) %s not serving yet after %d s; the old "
+                             "generation keeps serving until they do" % (
+                                 ", ".join(generation.not_serving(pools)), STILL_WAITING))
+
+    def readiness(self, gen: Generation) -> list[PoolReadiness]:
+        managers = {m.pool.name: m for m in self.managers.values()
+                    if m.generation == gen.number}
+        out = []
+        for pool in gen.config.pools:
+            m = managers.get(pool.name)
+            idle = sum(1 for s in m.board.read() if s.idle and s.pid) if m else 0
+            out.append(PoolReadiness(pool.name, pool.pm == "ondemand",
+                                     m is not None and m.booted, idle))
+        return out
+
+    def commit(self, gen: Generation) -> None:
+        old = self.current
+        leaving = [pid for pid, m in self.managers.items() if m.generation == old.number]
+        for pid in leaving:
+            _kill(pid, signal.SIGQUIT)
+        self.release(old, keep=[gen])
+        self.current, self.next, self.config = gen, None, gen.config
+        self.restart_at.clear()
+        self.failures.clear()
+        used = {listener.key for listener in gen.listeners.values()}
+        for address in [a for a in self.adoptions if a not in used]:
+            for end in self.adoptions.pop(address):
+                end.close()
+        self.log.notice("new pool generation is accepting; %d old pool manager(s) finishing "
+                        "their requests" % len(leaving))
+        self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
+
+    def abandon(self, gen: Generation, keep: list) -> None:
+        """Stop a generation that will not serve: gracefully, since a pool of
+        it that did start may already be serving requests."""
+        for pid, m in self.managers.items():
+            if m.generation == gen.number:
+                _kill(pid, signal.SIGQUIT)
+        self.release(gen, keep=keep)
+        if self.next is gen:
+            self.next = None
+
+    def release(self, gen: Generation, keep: list) -> None:
+        """Close the sockets of `gen` that no generation in `keep` uses, and its files."""
+        kept = {id(x) for other in keep if other is not None for x in other.sockets()}
+        for listener in gen.sockets():
+            if id(listener) not in kept:
+                _close_listener(listener)
+                kept.add(id(listener))
+        for files in gen.files.values():
+            files.close()
+        gen.files = {}
+
+    def retire_previous_image(self) -> None:
+        """After a re-exec: the previous image's managers go once our pools serve."""
+        if self.retiring and generation.outcome(self.readiness(self.current), None) \
+                == generation.READY:
+            for pid in self.retiring:
+                _kill(pid, signal.SIGQUIT)
+            self.log.notice("new pool generation is accepting; %d old pool manager(s) "
+                            "finishing their requests" % len(self.retiring))
+            self.retiring = []
+            self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
 
     def reexec(self) -> None:
         """pfm itself was upgraded: exec the new code in this process (same pid),
@@ -351,34 +477,10 @@ class Master:
         self.log.notice("pfm's code changed since start; reloading: " + reexec.describe())
         extra = {"NOTIFY_SOCKET": self.notifier.env_value} if self.notifier.enabled else {}
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        reexec.exec_master([*self.listeners.values(), *self.status_listeners.values()],
-                           (self.lifeline_r, self.lifeline_w), list(self.managers),
-                           self.daemonize, extra)
+        reexec.exec_master(self.current.sockets(), (self.lifeline_r, self.lifeline_w),
+                           list(self.managers) + self.retiring, self.daemonize, extra)
 
-    def retire_old_generation(self) -> None:
-        """After a reload: once every new pool accepts (a worker is idle; an
-        ondemand pool at once), the old managers finish their requests and go."""
-        if not self.retiring:
-            return
-        if not self.new_generation_ready() and time.monotonic() < self.retire_deadline:
-            return
-        for pid in self.retiring:
-            _kill(pid, signal.SIGQUIT)
-        self.log.notice("new pool generation is accepting; %d old pool manager(s) finishing "
-                        "their requests" % len(self.retiring))
-        self.retiring = []
-        self.notifier.send("READY=1\nSTATUS=Ready to handle connections")
-
-    def new_generation_ready(self) -> bool:
-        for pool in self.config.pools:
-            if pool.pm == "ondemand":
-                continue
-            board = self.boards.get(pool.name)
-            if board is None or not any(s.idle and s.pid for s in board.read()):
-                return False
-        return True
-
-    def read_reports(self) -> None:
+    def read_reports(self, fd: int) -> None:
         """emergency_restart_threshold: that many workers dying of SIGSEGV or
         SIGBUS within emergency_restart_interval reload everything (php-fpm)."""
         try:
@@ -397,6 +499,41 @@ class Master:
                                                     g.emergency_restart_interval))
             self.crashes.clear()
             self.reload()
+
+    def on_control(self, manager: Manager):
+        """A pool manager's messages: b"booted" once it is past its boot,
+        b"failed\\nREASON" when its app does not preload or its workers do not boot."""
+        def handler(fd: int) -> None:
+            self.read_control(manager)
+        return handler
+
+    def read_control(self, manager: Manager) -> None:
+        while True:
+            try:
+                message = manager.control.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self.unwatch_control(manager)
+                return
+            kind, _, text = message.partition(b"\n")
+            if kind == b"booted":
+                manager.booted = True
+            elif kind == b"failed":
+                self.note_failure(manager, text.decode("utf-8", "replace"))
+
+    def note_failure(self, manager: Manager, reason: str) -> None:
+        gen = self.next
+        if gen is not None and manager.generation == gen.number and gen.failure is None:
+            gen.failure = "[pool %s] %s" % (manager.pool.name, reason)
+
+    def unwatch_control(self, manager: Manager) -> None:
+        try:
+            self.selector.unregister(manager.control)
+        except (KeyError, ValueError):
+            pass
 
     # ---- systemd -------------------------------------------------------------
 
@@ -436,7 +573,7 @@ class Master:
     def totals(self) -> tuple[int, int, int, int]:
         """(active, idle, requests, slow) over every pool's scoreboard."""
         active = idle = requests = slow = 0
-        for board in self.boards.values():
+        for board in self.current.boards.values():
             counters, slots = board.snapshot()
             i, a, _t = counts(slots)
             active, idle = active + a, idle + i
@@ -446,35 +583,52 @@ class Master:
 
     def reopen_logs(self) -> None:
         """USR1 (logrotate): reopen every file here, where the rights are, and
-        hand the new descriptors to the pool managers."""
-        if self.log.reopen():
+        hand the new descriptors to the pool managers. A file that cannot be
+        reopened is logged with its reason; the old one stays in use."""
+        try:
+            self.log.reopen()
             self.log.notice("error log file re-opened")
-        else:
-            self.log.error("unable to re-opened error log file")
-        any_access = False
-        for files in self.files.values():
-            try:
-                logfiles.install(files.reopen(), [fd for fd in (files.access_fd,
-                                                                files.slowlog_fd) if fd >= 0])
-            except OSError as e:
-                self.log.error("unable to re-opened access log file: %s" % e)
-            any_access = any_access or files.access_fd >= 0
-        if any_access:
+        except OSError as e:
+            self.log.error("unable to reopen error log file '%s': %s"
+                           % (self.log.path, e.strerror))
+        reopened = failed = 0
+        for gen in filter(None, (self.current, self.next)):
+            for files in gen.files.values():
+                try:
+                    logfiles.install(files.reopen(), [fd for fd in (files.access_fd,
+                                                                    files.slowlog_fd) if fd >= 0])
+                except OSError as e:
+                    failed += 1
+                    self.log.error("unable to reopen log file '%s': %s"
+                                   % (e.filename, e.strerror))
+                    continue
+                reopened += files.access_fd >= 0
+        if reopened and not failed:
             self.log.notice("access log file re-opened")
+        self.send_reopened()
+
+    def send_reopened(self) -> None:
         error_fd = self.log.fd if self.log.path else -1
         for manager in self.managers.values():
-            files = self.files.get(manager.pool.name)
-            if files is None or manager.generation != self.generation:
+            gen = self.generation_of(manager)
+            files = gen.files.get(manager.pool.name) if gen is not None else None
+            if files is None:
                 continue
             try:
                 logfiles.send_fds(manager.control, b"reopen", files.targets(error_fd))
             except OSError:
                 pass
 
+    def generation_of(self, manager: Manager) -> Generation | None:
+        for gen in (self.current, self.next):
+            if gen is not None and gen.number == manager.generation:
+                return gen
+        return None
+
     # ---- managers ------------------------------------------------------------
 
-    def spawn_manager(self, pool) -> None:
-        listener = self.listeners[pool.name]
+    def spawn_manager(self, gen: Generation, pool) -> None:
+        listener = gen.listeners[pool.name]
         master = os.getpid()
         # A fresh scoreboard for every manager: a restarted one starts clean. One
         # slot more than max_children, for a recycled worker's replacement.
@@ -482,74 +636,103 @@ class Master:
         used = {m.cell for m in self.managers.values()}
         cell = next(i for i in range(self.processes.cells) if i not in used)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        adoption = self.adoptions.get(pool.name)
+        # Keyed by the address: a pool renamed on the same socket still adopts
+        # the kept connections of its predecessor's workers.
+        adoption = self.adoptions.get(listener.key)
         if adoption is None:
-            adoption = self.adoptions[pool.name] = handoff.adoption_pair()
+            adoption = self.adoptions[listener.key] = handoff.adoption_pair()
         pid = signals.fork()
         if pid == 0:
             ours.close()
-            self.sigpipe.close()
-            os.close(self.lifeline_w)
-            os.close(self.report_r)
-            mine = {listener.sock.fileno()}
-            if pool.name in self.status_listeners:
-                mine.add(self.status_listeners[pool.name].sock.fileno())
-            for other in [*self.listeners.values(), *self.status_listeners.values()]:
-                if other.sock.fileno() not in mine:
-                    other.sock.close()
-            for name, files in self.files.items():
-                if name != pool.name:
-                    files.close()
-            for manager in self.managers.values():
-                manager.control.close()
-            for name, other in self.adoptions.items():
-                if name != pool.name:
-                    for end in other:
-                        end.close()
-            for name, other_board in self.boards.items():
-                if name != pool.name or other_board is not board:
-                    other_board.close()    # another pool's scoreboard is none of its business
-            manager_main(Inherited(pool, listener, self.files[pool.name], self.log, board,
+            self.in_manager(gen, pool, adoption, board)
+            manager_main(Inherited(pool, listener, gen.files[pool.name], self.log, board,
                                    self.lifeline_r, self.report_w, theirs, master,
-                                   self.config.global_.process_control_timeout,
-                                   self.status_listeners.get(pool.name),
-                                   self.processes, cell, self.config.global_.process_max,
+                                   gen.config.global_.process_control_timeout,
+                                   gen.status_listeners.get(pool.name),
+                                   self.processes, cell, gen.config.global_.process_max,
                                    adoption))
         theirs.close()
-        self.managers[pid] = Manager(pid, pool, time.monotonic(), self.generation, ours, board,
-                                     cell)
-        self.boards[pool.name] = board
-        self.restart_at.pop(pool.name, None)
+        ours.setblocking(False)
+        manager = Manager(pid, pool, time.monotonic(), gen.number, ours, board, cell)
+        self.managers[pid] = manager
+        self.selector.register(ours, selectors.EVENT_READ, self.on_control(manager))
+        gen.boards[pool.name] = board
+        if gen is self.current:
+            self.restart_at.pop(pool.name, None)
+
+    def in_manager(self, gen: Generation, pool, adoption, board) -> None:
+        """In a new pool manager: close what belongs to the master or to other pools."""
+        self.selector.close()
+        self.sigpipe.close()
+        os.close(self.lifeline_w)
+        os.close(self.report_r)
+        mine = {gen.listeners[pool.name].sock.fileno()}
+        if pool.name in gen.status_listeners:
+            mine.add(gen.status_listeners[pool.name].sock.fileno())
+        for other in {id(x): x for g in (self.current, self.next) if g
+                      for x in g.sockets()}.values():
+            if other.sock.fileno() not in mine:
+                other.sock.close()
+        for g in filter(None, (self.current, self.next)):
+            for name, files in g.files.items():
+                if g is not gen or name != pool.name:
+                    files.close()
+        for manager in self.managers.values():
+            manager.control.close()
+            if manager.board is not board:
+                manager.board.close()   # another pool's scoreboard is none of its business
+        for other in self.adoptions.values():
+            if other is not adoption:
+                for end in other:
+                    end.close()
+        if self.checking is not None:
+            for fd in self.checking.fds():
+                os.close(fd)        # the check's children are the master's, not ours
 
     def reap(self) -> None:
         for pid, status in procutil.reaped():
             manager = self.managers.pop(pid, None)
             if manager is None:
                 continue
-            manager.control.close()
-            self.processes.set(manager.cell, 0)     # its workers are gone with it
-            if self.boards.get(manager.pool.name) is not manager.board:
-                manager.board.close()
+            self.forget(manager)
             how, bad = procutil.describe_exit(status)
-            if self.state != "running" or manager.generation != self.generation:
+            if self.next is not None and manager.generation == self.next.number:
+                self.note_failure(manager, "its manager exited %s before the pool served"
+                                  % how)
+                continue
+            if self.state != "running" or manager.generation != self.current.number:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
                 continue
-            name = manager.pool.name
-            lived = time.monotonic() - manager.started
-            failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
-            self.failures[name] = failures
-            pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
-            self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
-                             "restarting it%s" % (name, pid, how, lived,
-                                                  " in %.1f s" % pause if pause else ""))
-            self.restart_at[name] = time.monotonic() + pause
+            self.schedule_restart(manager, pid, how)
+
+    def forget(self, manager: Manager) -> None:
+        """A manager exited: read what it said last, free its resources."""
+        self.read_control(manager)
+        self.unwatch_control(manager)
+        manager.control.close()
+        self.processes.set(manager.cell, 0)     # its workers are gone with it
+        gen = self.generation_of(manager)
+        if gen is not None and gen.boards.get(manager.pool.name) is manager.board:
+            del gen.boards[manager.pool.name]
+        manager.board.close()
+
+    def schedule_restart(self, manager: Manager, pid: int, how: str) -> None:
+        name = manager.pool.name
+        lived = time.monotonic() - manager.started
+        failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
+        self.failures[name] = failures
+        pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+        self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
+                         "restarting it%s" % (name, pid, how, lived,
+                                              " in %.1f s" % pause if pause else ""))
+        self.restart_at[name] = time.monotonic() + pause
 
     def restart_managers(self) -> None:
         now = time.monotonic()
         for pool in self.config.pools:
             when = self.restart_at.get(pool.name)
             if when is not None and now >= when:
-                self.spawn_manager(pool)
+                self.spawn_manager(self.current, pool)
 
     def stop(self, how: str) -> None:
         """finishing (QUIT): managers let requests finish. terminating (TERM,
@@ -560,6 +743,7 @@ class Master:
         self.notifier.send("STOPPING=1")
         self.state = how
         self.restart_at.clear()
+        self.cancel_check()
         # The managers escalate over their workers themselves (process_control_
         # timeout); the master only steps in a little later, for stuck managers.
         timeout = self.config.global_.process_control_timeout
@@ -573,8 +757,10 @@ class Master:
             _kill(pid, sig)
 
     def cleanup(self) -> None:
-        for listener in [*self.listeners.values(), *self.status_listeners.values()]:
-            _close_listener(listener)
+        for gen in filter(None, (self.current, self.next)):
+            for listener in gen.sockets():
+                if listener.sock.fileno() >= 0:
+                    _close_listener(listener)
         if self.pidfile:
             try:
                 os.unlink(self.pidfile)

@@ -9,6 +9,7 @@ A worker that dies costs only its own request; the manager replaces it.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -25,7 +26,7 @@ from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
 from .signals import SignalPipe
 from .stopladder import StopLadder
-from .worker import worker_main
+from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
 RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
@@ -37,6 +38,7 @@ LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it t
 SATURATED_FOR = 0.1        # all workers busy this long: the manager answers status itself
 SATURATION_LOG_INTERVAL = 10.0   # at most one "all workers busy" line per this long
 SATURATION_SHOWN = 5       # requests named in it, oldest first
+BOOT_ERROR_RELOG = 300.0   # a worker's boot error seen again is logged in full after this long
 _PID = struct.Struct("=i")
 
 
@@ -97,17 +99,28 @@ class PoolManager:
         self.handlers: dict[int, object] = {}
         self.process_max_logged = -1e9
         self.saturation_logged = -1e9
+        self.boot_error: str | None = None   # the last worker boot error logged in full
+        self.boot_error_logged = -1e9
+        self.boot_error_repeats = 0
 
     # ---- setup -------------------------------------------------------------
 
     def run(self) -> int:
         procutil.set_title("pfm: pool %s manager" % self.name)
         self.sigpipe = SignalPipe(_HANDLED)
+        procutil.exit_on_stop_signals()     # while booting nothing is in flight: stop means now
         signals.unblock()
-        procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
         self.prepare()
+        # Past the boot: the loop takes the signals, and a dead master means a
+        # stop with the workers' requests cut (armed after setuid, which clears it).
+        self.sigpipe.reinstall()
+        procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
+        self.tell_master(b"booted")
         self.retire_r, self.retire_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.epoll = select.epoll()
+        self.boot_r, self.boot_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.boot_r.setblocking(False)
+        self.watch(self.boot_r.fileno(), self.on_boot_report)
         self.watch(self.sigpipe.fileno(), self.on_signals)
         self.watch(self.inherited.lifeline_fd, self.on_master_gone)
         self.watch(self.control.fileno(), self.on_control)
@@ -141,7 +154,9 @@ class PoolManager:
         return self.pool.pm != "static" or self.desk.intercepts
 
     def prepare(self) -> None:
-        """Limits, identity, environment and import path, then preload if asked."""
+        """Limits, identity, environment and import path, then preload if asked.
+        A failure is logged, told to the master (a reload then fails), and
+        ends the manager with EXIT_BOOT_FAILED."""
         from .app import load, prepare_path
         from .config import app_search_path
         from .isolation import IsolationError, apply_environment, apply_limits_and_identity
@@ -149,23 +164,66 @@ class PoolManager:
         try:
             apply_limits_and_identity(self.pool)
         except IsolationError as e:
-            self.log.error("[pool %s] %s" % (self.name, e))
-            os._exit(procutil.EXIT_BOOT_FAILED)
+            self.boot_failed(str(e))
+        # SIGKILL: an import stuck in C code cannot stop a dead master's
+        # manager from going. Armed after setuid, which clears it.
+        procutil.die_with_parent(signal.SIGKILL, self.inherited.master_pid)
         apply_environment(self.pool)
-        prepare_path(self.pool, search_path)
+        try:
+            prepare_path(self.pool, search_path)
+        except OSError as e:
+            self.boot_failed("unable to chdir to '%s': %s" % (self.pool.chdir, e.strerror))
         if self.pool.preload:
             try:
                 self.app = load(self.pool.app_module, self.pool.app_callable)
-            except BaseException:
+            except BaseException as e:
                 self.log.error("[pool %s] unable to preload app '%s:%s'" % (
                     self.name, self.pool.app_module, self.pool.app_callable))
                 for line in traceback.format_exc().rstrip("\n").split("\n"):
                     self.log.error("[pool %s] %s" % (self.name, line))
-                os._exit(procutil.EXIT_BOOT_FAILED)
-            self.sigpipe.reinstall()
+                self.boot_failed("unable to preload app '%s': %s" % (
+                    self.pool.app, _one_line(e)), logged=True)
             import gc
             gc.collect()
             gc.freeze()   # keep the preloaded objects' pages shared with the workers
+
+    def boot_failed(self, reason: str, logged: bool = False) -> None:
+        if not logged:
+            self.log.error("[pool %s] %s" % (self.name, reason))
+        self.tell_master(b"failed\n" + reason.encode("utf-8", "replace"))
+        os._exit(procutil.EXIT_BOOT_FAILED)
+
+    def tell_master(self, message: bytes) -> None:
+        """b"booted", or b"failed\nREASON": how a reload learns whether the
+        new generation can serve (master.py)."""
+        try:
+            self.control.send(message[:4096], socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def on_boot_report(self, fd: int, events: int) -> None:
+        """A worker failed to load the app (worker.report_boot_failure): its
+        traceback is logged in full once; the same error again is counted,
+        not repeated, so a pool of many workers does not flood the log."""
+        while True:
+            try:
+                report = json.loads(self.boot_r.recv(65536))
+            except (BlockingIOError, ValueError):
+                return
+            pid, summary = report.get("pid", 0), report.get("summary", "")
+            now = time.monotonic()
+            if summary != self.boot_error or now - self.boot_error_logged > BOOT_ERROR_RELOG:
+                self.boot_error, self.boot_error_logged, self.boot_error_repeats = \
+                    summary, now, 0
+                log_boot_failure(self.log, self.pool, pid, [
+                    line for line in report.get("traceback", "").split("\n") if line.strip()])
+            else:
+                self.boot_error_repeats += 1
+                self.log.error("[pool %s] child %d failed to initialize: the same error again "
+                               "(%s), %d time(s) since it was logged in full" % (
+                                   self.name, pid, summary, self.boot_error_repeats))
+            self.tell_master(("failed\nchild %d failed to initialize: %s"
+                              % (pid, summary)).encode("utf-8", "replace"))
 
     # ---- the loop ----------------------------------------------------------
 
@@ -368,7 +426,7 @@ class PoolManager:
                 os._exit(procutil.EXIT_BOOT_FAILED)
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers,
-                        self.desk.counts, self.inherited.adoption)
+                        self.desk.counts, self.inherited.adoption, self.boot_w)
         self.children[pid] = Child(pid, time.monotonic(), index)
         self.count_processes()
         if pipes:
@@ -481,6 +539,11 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().split("\n")[-1]
+    return "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
 
 
 def manager_main(inherited: Inherited) -> None:

@@ -35,6 +35,18 @@ def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> Non
         os.kill(os.getpid(), sig)
 
 
+def exit_on_stop_signals(sigs=(signal.SIGQUIT, signal.SIGTERM, signal.SIGINT)) -> None:
+    """While a process boots (an app import may never return) a stop signal
+    ends it at once: it has no request in flight. SIGQUIT's default action
+    would dump core, hence a handler rather than SIG_DFL."""
+    for sig in sigs:
+        signal.signal(sig, _exit_now)
+
+
+def _exit_now(signum, frame) -> None:
+    os._exit(EXIT_OK)
+
+
 def describe_exit(status: int) -> tuple[str, bool]:
     """php-fpm's wording for a wait status, and whether it is worth a WARNING.
 

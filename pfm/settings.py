@@ -29,6 +29,16 @@ SYSLOG_FACILITIES = (
 # rlimit_* = unlimited is stored as the value setrlimit(2) understands.
 UNLIMITED = resource.RLIM_INFINITY
 
+# The largest value of each numeric type that the system calls and shared
+# structures it ends up in can hold: a C int (listen(2)'s backlog, counts),
+# seconds that fit a C int, a signed 64-bit size, and a limit setrlimit(2)
+# takes as a long long (unlimited is stored as -1). A bigger number is a
+# config error naming its line, never an OverflowError at start-up.
+INT_MAX = 2 ** 31 - 1
+TYPE_MAXIMUM = {"int": INT_MAX, "time": INT_MAX, "size": 2 ** 63 - 1,
+                "rlimit": 2 ** 63 - 1}
+PID_MAX_LIMIT = 4194304   # Linux's ceiling on pids: no pool can have more workers
+
 TRUE_WORDS = frozenset({"1", "yes", "on", "true"})
 # "null" is accepted because php's ini scanner maps it to false as well.
 FALSE_WORDS = frozenset({"", "0", "no", "off", "false", "none", "null"})
@@ -145,6 +155,11 @@ class Setting:
     def display(self) -> str:
         """The name as a user writes it: `env[NAME]` for arrays."""
         return f"{self.name}[NAME]" if self.type == "array" else self.name
+
+    @property
+    def limit(self) -> Optional[int]:
+        """The largest value accepted: `maximum`, else what the type can hold."""
+        return self.maximum if self.maximum is not None else TYPE_MAXIMUM.get(self.type)
 
     @property
     def unit(self) -> Optional[str]:
@@ -318,7 +333,7 @@ SETTINGS: Tuple[Setting, ...] = (
     _p("pm.max_children", "int", None,
        "Number of workers with pm = static; the most workers otherwise. It bounds the "
        "number of requests served at the same time.",
-       mandatory=True, minimum=1),
+       mandatory=True, minimum=1, maximum=PID_MAX_LIMIT),
     _p("pm.start_servers", "int", None,
        "Workers forked at start-up with pm = dynamic. Unset: halfway between "
        "pm.min_spare_servers and pm.max_spare_servers.",
@@ -426,6 +441,12 @@ SETTINGS: Tuple[Setting, ...] = (
     _p("preload", "bool", False,
        "Import the application once in the pool manager before the workers are forked, so "
        "they share its memory copy-on-write; code changes then need a reload."),
+    _p("app_check_timeout", "time", 60,
+       "Longest time the application may take to import when pfm checks it: pfm -t, the "
+       "start and every reload import each pool's application in a child process set up "
+       "as the pool's workers are, and report an import that takes longer as an error "
+       "(a reload then leaves the running pools serving).",
+       minimum=1),
     _p("max_params_bytes", "size", 1024 ** 2,
        "Largest total size (K, M or G) of one request's FastCGI parameters, that is its "
        "HTTP headers and CGI variables; bigger requests are refused.",

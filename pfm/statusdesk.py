@@ -17,7 +17,7 @@ import time
 
 from . import fastcgi, handoff, listenqueue, status
 from .fastcgi import NEED_DATA, Request, StdinEnd
-from .scoreboard import peak_active
+from .scoreboard import STARTING, peak_active
 from .wsgi import header_block
 
 MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
@@ -111,7 +111,13 @@ class StatusDesk:
     # -- accepting ------------------------------------------------------------
 
     def intercept(self) -> None:
-        """Every worker is busy and connections wait: take them off the queue."""
+        """Every worker is busy and connections wait: take them off the queue.
+        Not while none of the pool's workers has booted: a generation whose
+        workers still import the app (a reload's new one, which may never
+        serve) leaves the connections to the workers already serving on
+        the same socket."""
+        if not any(s.pid and s.stage != STARTING for s in self.manager.board.read()):
+            return
         lsock = self.manager.listener.sock
         while len(self.held) + len(self.waiting_handoff) < MAX_HELD:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import os
 import random
 import resource
@@ -734,10 +735,35 @@ def profiled(run) -> int:
         profiler.dump_stats(os.path.join(PROFILE_DIR, "worker-%d.prof" % os.getpid()))
 
 
+def report_boot_failure(log, pool, pid: int, boot_report) -> None:
+    """The app did not load: hand the traceback to the manager, which logs
+    it once however many workers fail the same way; log it here without one."""
+    text = traceback.format_exc()
+    lines = [line for line in text.rstrip("\n").split("\n") if line.strip()]
+    summary = lines[-1].strip() if lines else "unknown error"
+    if boot_report is not None:
+        try:
+            boot_report.send(json.dumps({"pid": pid, "summary": summary,
+                                         "traceback": text[-32768:]}).encode(),
+                             socket.MSG_DONTWAIT)
+            return
+        except OSError:
+            pass
+    log_boot_failure(log, pool, pid, lines)
+
+
+def log_boot_failure(log, pool, pid: int, lines: list[str]) -> None:
+    log.error("[pool %s] child %d failed to initialize: cannot load app '%s'"
+              % (pool.name, pid, pool.app))
+    for line in lines:
+        log.error("[pool %s] child %d: %s" % (pool.name, pid, line))
+
+
 def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=None,
                 slot_index: int = -1, retire_fd: int = -1, handoff=None,
-                handoff_counts=None, adoption=None) -> None:
-    """Entry point of a forked worker; never returns into the manager's code."""
+                handoff_counts=None, adoption=None, boot_report=None) -> None:
+    """Entry point of a forked worker; never returns into the manager's code.
+    `boot_report`: the manager's datagram socket for a failed app import."""
     code = procutil.EXIT_OK
     try:
         slot = None
@@ -756,13 +782,13 @@ def worker_main(pool, listener, log, app, manager_pid: int, files=None, board=No
         procutil.die_with_parent(signal.SIGKILL, manager_pid)
         if worker.app is None:
             from .app import load
+            # Nothing is in flight while the app loads: QUIT ends the worker
+            # at once, even if the import never returns (TERM is SIG_DFL).
+            procutil.exit_on_stop_signals((signal.SIGQUIT,))
             try:
                 worker.app = load(pool.app_module, pool.app_callable)
             except BaseException:
-                log.error("[pool %s] child %d failed to initialize: cannot load app '%s:%s'"
-                          % (pool.name, worker.pid, pool.app_module, pool.app_callable))
-                for line in traceback.format_exc().rstrip("\n").split("\n"):
-                    log.error("[pool %s] child %d: %s" % (pool.name, worker.pid, line))
+                report_boot_failure(log, pool, worker.pid, boot_report)
                 os._exit(procutil.EXIT_BOOT_FAILED)
             worker.install_signals()      # the app's import may have changed them
         worker.slot.set_stage(IDLE, time.monotonic())

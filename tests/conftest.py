@@ -8,7 +8,10 @@ master, an orphaned worker) and removes the session's temporary directory.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import harness
 import pytest
@@ -40,6 +43,16 @@ def _name(request) -> str:
 def run_dir(request):
     """A fresh private directory under the session's /tmp directory."""
     return harness.new_dir(_name(request))
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every user may traverse and read (the run directories and
+    pytest's own are root's, 0700), for what a pool's user must reach."""
+    d = Path(tempfile.mkdtemp(prefix="pfmt-shared-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import harness
 import pytest
@@ -131,6 +132,150 @@ def test_t_app_module_not_found(run_dir):
     proc = pfm_cmd("-t", "-y", conf)
     _assert_config_failure(proc, conf, line_of(text, "no_such_module_xyz"),
                            "no_such_module_xyz")
+
+
+# ---- -t imports the applications (issue 9, item 2) -----------------------------------------
+
+
+def _app_conf(run_dir, app: str, pythonpath=None, extra_pool: str = "") -> tuple[str, object]:
+    text = good_conf(run_dir, extra_pool=extra_pool).replace("app = testapps:app",
+                                                            "app = %s" % app)
+    if pythonpath is not None:
+        text = text.replace("pythonpath = %s" % harness.APPS, "pythonpath = %s" % pythonpath)
+    return text, write_conf(run_dir, text)
+
+
+def _django_project(directory) -> None:
+    (directory / "mysite").mkdir(parents=True)
+    (directory / "mysite" / "__init__.py").write_text("")
+    (directory / "mysite" / "wsgi.py").write_text(
+        "def application(environ, start_response):\n    return []\n")
+
+
+def test_t_imports_the_app_and_reports_its_exception_and_line(run_dir):
+    """An app whose import raises: -t (which used to say 'successful') gives
+    the exception's type and message and the file and line it came from, on
+    the app directive's line; no traceback; status 78."""
+    text, conf = _app_conf(run_dir, "broken_app:app")
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "app = broken_app"), "[pool www]",
+                           "RuntimeError: broken_app refuses to import",
+                           "%s:5" % (harness.APPS / "broken_app.py"))
+    assert "Traceback" not in proc.stderr
+
+
+def test_t_names_the_callable_django_calls_application(run_dir):
+    """`app = mysite.wsgi` means mysite.wsgi:app, which Django's wsgi.py does
+    not have: the error says so and names the callable it does have."""
+    _django_project(run_dir / "project")
+    text, conf = _app_conf(run_dir, "mysite.wsgi", run_dir / "project")
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "app = mysite.wsgi"),
+                           "module 'mysite.wsgi' has no callable 'app'",
+                           "write app = mysite.wsgi:application")
+    text, conf = _app_conf(run_dir, "mysite.wsgi:application", run_dir / "project")
+    assert pfm_cmd("-t", "-y", conf).returncode == 0
+
+
+@pytest.mark.timeout(30)
+def test_t_bounds_an_app_import_that_never_returns(run_dir):
+    """An import that never returns: the check is killed after
+    app_check_timeout and the error names the pool and the timeout."""
+    marker = run_dir / "hang"
+    marker.write_text("")
+    text, conf = _app_conf(run_dir, "hangs_when_told:app", extra_pool=(
+        "env[HANG_MARKER] = %s\napp_check_timeout = 1s\n" % marker))
+    t0 = time.monotonic()
+    proc = pfm_cmd("-t", "-y", conf)
+    assert time.monotonic() - t0 < 10
+    _assert_config_failure(proc, conf, line_of(text, "app = hangs_when_told"), "[pool www]",
+                           "did not finish importing in 1 s (app_check_timeout)")
+    wait_for(lambda: not [p for p in harness.session_pids()
+                          if "app check" in harness.cmdline(p)], 3, "no check left behind")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user = nobody needs root (CI runs as root)")
+def test_t_pythonpath_the_pool_user_cannot_read(run_dir, shared_dir):
+    """A pythonpath under a directory only root may enter: -t checks as the
+    pool's user and says 'user nobody cannot read DIR', on the pythonpath
+    line. A module the app imports from pfm's own path, unreadable to the
+    pool's user (as the standard library is when Python lives under /root),
+    is explained the same way after the ImportError."""
+    private = run_dir / "private"
+    _django_project(private)
+    text, conf = _app_conf(run_dir, "mysite.wsgi:application", private,
+                           extra_pool="user = nobody\n")
+    proc = pfm_cmd("-t", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "pythonpath = "),
+                           "user nobody cannot read %s" % private)
+
+    (shared_dir / "uses_private.py").write_text("import secret_dependency\napp = None\n")
+    (run_dir / "secret_dependency.py").write_text("")
+    text, conf = _app_conf(run_dir, "uses_private:app", shared_dir,
+                           extra_pool="user = nobody\nclear_env = no\n")
+    proc = subprocess.run([sys.executable, "-m", "pfm", "-R", "-t", "-y", str(conf)],
+                          capture_output=True, text=True, timeout=30,
+                          env=harness.test_env({"PYTHONPATH": "%s:%s" % (harness.ROOT,
+                                                                         run_dir)}))
+    _assert_config_failure(proc, conf, line_of(text, "app = uses_private"),
+                           "No module named 'secret_dependency'",
+                           "user nobody cannot read %s" % run_dir)
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("listen.backlog = 99999999999", "listen.backlog"),
+    ("pm.max_children = 100000000000000000000000", "pm.max_children"),
+    ("rlimit_files = 100000000000000000000000", "rlimit_files"),
+    ("request_terminate_timeout = 99999999999999999999d", "request_terminate_timeout"),
+])
+def test_numbers_too_large_are_config_errors_at_t_and_at_start(run_dir, line, needle):
+    """A number bigger than the system call or structure it goes to can hold
+    is an error naming file, line and directive, at -t and at start (which
+    used to die of an OverflowError with a traceback, exit 1, leaving its
+    socket file behind)."""
+    text = re.sub(r"listen = \S+", "listen = %s" % (run_dir / "www.sock"),
+                  good_conf(run_dir, extra_pool=line + "\n"))
+    conf = write_conf(run_dir, text)
+    for mode in ("-t", "-F"):
+        proc = pfm_cmd(mode, "-y", conf)
+        _assert_config_failure(proc, conf, line_of(text, line), needle)
+        assert "Traceback" not in proc.stderr
+        assert not (run_dir / "www.sock").exists()
+
+
+@pytest.mark.parametrize("directive", ["error_log", "listen", "access.log", "pid"])
+def test_a_directory_where_a_file_belongs_is_a_config_error(run_dir, directive):
+    """error_log, pid, access.log or a UNIX listen path naming a directory:
+    a config error on that line, not a traceback at start."""
+    target = run_dir / "a-directory"
+    target.mkdir()
+    if directive in ("error_log", "pid"):
+        text = good_conf(run_dir, extra_global="%s = %s\n" % (directive, target))
+    elif directive == "listen":
+        text = re.sub(r"listen = \S+", "listen = %s" % target, good_conf(run_dir))
+    else:
+        text = good_conf(run_dir, extra_pool="%s = %s\n" % (directive, target))
+    conf = write_conf(run_dir, text)
+    for mode in ("-t", "-F"):
+        proc = pfm_cmd(mode, "-y", conf)
+        _assert_config_failure(proc, conf, line_of(text, "%s = %s" % (directive, target)),
+                               directive, str(target))
+        assert "Traceback" not in proc.stderr
+
+
+def test_start_with_an_app_that_cannot_import_leaves_nothing_behind(run_dir):
+    """Starting (not -t) with an app whose import raises: the same error,
+    exit 78, no traceback, and neither a socket file nor a pid file left."""
+    sock, pid = run_dir / "www.sock", run_dir / "pfm.pid"
+    text, conf = _app_conf(run_dir, "broken_app:app")
+    text = re.sub(r"listen = \S+", "listen = %s" % sock, text).replace(
+        "[global]\n", "[global]\npid = %s\n" % pid)
+    conf = write_conf(run_dir, text)
+    proc = pfm_cmd("-F", "-y", conf)
+    _assert_config_failure(proc, conf, line_of(text, "app = broken_app"),
+                           "RuntimeError: broken_app refuses to import")
+    assert "Traceback" not in proc.stderr
+    assert not sock.exists() and not pid.exists()
 
 
 def test_t_missing_file(run_dir):

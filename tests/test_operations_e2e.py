@@ -13,14 +13,12 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -375,15 +373,6 @@ def test_users():
                             "/usr/sbin/nologin", name], check=True, capture_output=True,
                            timeout=30)
     return {name: pwd.getpwnam(name) for name in USERS}
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory every user may traverse (the run directories are root's, 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="pfmt-iso-", dir="/tmp"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def proc_ids(pid: int, field: str) -> list[int]:

@@ -361,7 +361,8 @@ def test_preload_imports_the_app_once_in_the_manager(pfm_factory, nginx_factory,
     """preload = yes: the app module is imported once, by the pool manager
     (its module-level code runs in the manager's pid), and neither the
     workers nor a replacement worker import it again. preload = no: each
-    worker imports it itself, a replacement too."""
+    worker imports it itself, a replacement too. (The start's app check
+    imports it first, in a child process of its own that is gone by then.)"""
     log = run_dir / "imports"
     log.touch()
     log.chmod(0o666)
@@ -374,7 +375,9 @@ def test_preload_imports_the_app_once_in_the_manager(pfm_factory, nginx_factory,
     assert served <= set(workers)
 
     def imports():
-        return [int(x) for x in log.read_text().split()]
+        checked, *imported = [int(x) for x in log.read_text().split()]
+        assert checked not in [manager, *workers] and not harness.alive(checked)
+        return imported
     if preload:
         assert imports() == [manager]
     else:

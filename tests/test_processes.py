@@ -185,24 +185,29 @@ def test_pm_max_requests_1_every_retiree_leaves_and_the_pool_keeps_serving(pfm_f
 
 
 def test_app_that_fails_to_import_is_logged_and_retried(pfm_factory):
-    """An app whose import raises: the worker logs that it failed to
-    initialize, with the traceback; the manager keeps retrying (with a pause)
-    instead of dying, and the master stays up."""
-    p = pfm_factory(pool={"app": "broken_app:app", "pm.max_children": 1}, workers=False)
+    """An app whose import raises in the workers (fails_in_pool passes the
+    start-up check, which a plainly broken app does not): the failure is
+    logged with its traceback, in full once (the same error again is counted,
+    not repeated); the manager keeps retrying with a pause instead of dying,
+    and the master stays up."""
+    p = pfm_factory(pool={"app": "fails_in_pool:app", "pm.max_children": 2}, workers=False)
     p.wait_log(r"ERROR: \[pool www\] child \d+ failed to initialize")
-    p.wait_log(r"RuntimeError: broken_app refuses to import")
+    p.wait_log(r"RuntimeError: fails_in_pool refuses to import")
+    p.wait_log(r"failed to initialize: the same error again \(RuntimeError: fails_in_pool")
     time.sleep(1.5)
     assert p.running()
     assert len(p.manager_pids("www")) == 1
-    assert len(re.findall(r"failed to initialize", p.log())) <= 6, "no back-off:\n" + p.log()
+    log = p.log()
+    assert len(re.findall(r"failed to initialize; next try", log)) <= 8, "no back-off:\n" + log
+    assert len(re.findall(r"child \d+: RuntimeError: fails_in_pool", log)) == 1, log
 
 
 def test_preload_failure_is_logged_and_retried_with_a_pause(pfm_factory):
-    """preload = yes with an app whose import raises: the manager logs it with
-    the traceback and exits; the master stays up and restarts it with a
-    growing pause rather than in a tight loop."""
-    p = pfm_factory(pool={"app": "broken_app:app", "preload": "yes"}, workers=False)
-    p.wait_log(r"RuntimeError: broken_app refuses to import")
+    """preload = yes with an app whose import raises in the manager: it logs
+    it with the traceback and exits; the master stays up and restarts it with
+    a growing pause rather than in a tight loop."""
+    p = pfm_factory(pool={"app": "fails_in_pool:app", "preload": "yes"}, workers=False)
+    p.wait_log(r"RuntimeError: fails_in_pool refuses to import")
     time.sleep(2.5)
     assert p.running()
     restarts = len(re.findall(r"manager \d+ exited", p.log()))
