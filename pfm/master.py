@@ -17,6 +17,7 @@ import time
 from . import handoff, logfiles, procutil, reexec, signals, sockets
 from .log import Log
 from .logfiles import PoolFiles
+from .pool import scoreboard_slots
 from .poolmanager import Inherited, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
@@ -476,9 +477,9 @@ class Master:
     def spawn_manager(self, pool) -> None:
         listener = self.listeners[pool.name]
         master = os.getpid()
-        # A fresh scoreboard for every manager: a restarted one starts clean. One
-        # slot more than max_children, for a recycled worker's replacement.
-        board = Scoreboard.create(pool.pm_max_children + 1)
+        # A fresh scoreboard for every manager: a restarted one starts clean,
+        # with room for a replacement of every recycled worker (pool.py).
+        board = Scoreboard.create(scoreboard_slots(pool))
         used = {m.cell for m in self.managers.values()}
         cell = next(i for i in range(self.processes.cells) if i not in used)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
