@@ -87,7 +87,13 @@ def _unbind(fd: int) -> None:
 
 class Groups:
     """The process groups of a pool's workers: of each live worker, and of
-    each gone one while something the app forked is still in it."""
+    each gone one while something the app forked is still in it.
+
+    A gone worker's pid cannot be given to a new process while its group
+    has members (the kernel keeps a number in use as a group id), so a
+    group whose leader is gone and that still has members is ours. Once a
+    process with that pid exists again, the number was reused after the
+    group emptied: that group is not ours, and is forgotten."""
 
     def __init__(self):
         self.pgids: set[int] = set()
@@ -101,11 +107,11 @@ class Groups:
             self.pgids.discard(pid)
 
     def prune(self, live_workers: Iterable[int]) -> None:
-        """Forget the groups of gone workers that have emptied (before their
-        number can be reused)."""
+        """Forget the groups of gone workers that have emptied or whose
+        number a new process has."""
         live = set(live_workers)
         for pgid in [g for g in self.pgids if g not in live]:
-            if not group_alive(pgid):
+            if not _orphaned_group(pgid):
                 self.pgids.discard(pgid)
 
     def signal(self, pgid: int, sig: int) -> None:
@@ -115,10 +121,10 @@ class Groups:
             pass
 
     def end(self, grace: float) -> None:
-        """The pool stops and its workers are gone: TERM what is left in
+        """The pool stops and its workers are reaped: TERM what is left in
         their groups, KILL what is still there after `grace`, and wait up to
         `grace` more for it to be gone."""
-        left = [g for g in self.pgids if group_alive(g)]
+        left = [g for g in self.pgids if _orphaned_group(g)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not left:
                 break
@@ -137,6 +143,18 @@ def group_alive(pgid: int) -> bool:
     except OSError:
         return True     # EPERM: there is a member, not ours to signal
     return True
+
+
+def _orphaned_group(pgid: int) -> bool:
+    """A group with members whose leader (a reaped worker) is gone."""
+    try:
+        os.kill(pgid, 0)
+        return False        # that pid is some new process: not our group any more
+    except ProcessLookupError:
+        pass
+    except OSError:
+        return False
+    return group_alive(pgid)
 
 
 def _wait_gone(pgids: List[int], timeout: float) -> List[int]:
