@@ -394,8 +394,9 @@ class PoolManager:
                 policy.suppressed_note(left_out)))
 
     def in_child(self, pipes) -> None:
-        """In a new worker: drop what belongs to the manager."""
-        workergroups.in_worker(self.listener.fileno(), self.log.fd)
+        """In a new worker: drop what belongs to the manager, then keep the
+        app's children from the listening socket (the manager's descriptors
+        are closed by then, so this works even where it ran out of them)."""
         self.sigpipe.close()
         self.epoll.close()
         self.desk.in_child()
@@ -410,6 +411,7 @@ class PoolManager:
             pipes.in_child()
         else:
             silence_child_output()
+        workergroups.in_worker(self.listener.fileno(), self.log.fd)
 
     def reap(self) -> None:
         for pid, status in procutil.reaped():

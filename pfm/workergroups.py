@@ -26,6 +26,7 @@ Reading the terminal would stop a worker (SIGTTIN), so a worker's stdin is
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import time
@@ -63,13 +64,16 @@ def in_worker(listen_fd: int, log_fd: int = -1) -> None:
 
 
 def _close_on_exec_all() -> None:
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:     # no /proc (a chroot), or no descriptor left to read it
+        fds = range(3, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536))
+    for fd in fds:
         if fd > 2:
             try:
                 os.set_inheritable(fd, False)
             except OSError:
-                pass    # the directory's own descriptor, closed by now
+                pass    # not open (the directory's own descriptor, closed by now)
 
 
 def _unbind(fd: int) -> None:
@@ -171,20 +175,22 @@ def _has_live_member(pgid: int) -> bool:
     whose parent never reaps it must not hold up the stop)."""
     if not group_alive(pgid):
         return False
-    for _pid, stat in _processes():
-        if stat[2] == pgid and stat[0] not in ("Z", "X"):
+    pids = _pids()
+    if pids is None:
+        return True     # no /proc to tell (a chroot): wait it out
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None and stat[2] == pgid and stat[0] not in ("Z", "X"):
             return True
     return False
 
 
-def _processes():
-    """(pid, (state, ppid, pgrp)) of every process in /proc."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _stat(int(name))
-        if stat is not None:
-            yield int(name), stat
+def _pids():
+    """Every pid in /proc; None where there is no /proc (a chroot)."""
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
 
 
 def _stat(pid: int):
@@ -201,17 +207,17 @@ def socket_holders(sock: socket.socket, master_pid: int) -> List[Tuple[int, str]
     """(pid, title) of every process but pfm's own that holds `sock`, from
     /proc/*/fd. pfm's own: the master and, below it, the pool managers and
     their workers (another generation's after a reload, another pool's on
-    the same address). Processes whose fds cannot be read are not seen."""
+    the same address). Processes whose fds cannot be read (another user's;
+    all of them in a chroot without /proc) are not seen."""
     try:
         target = "socket:[%d]" % os.fstat(sock.fileno()).st_ino
     except OSError:
         return []
     me = os.getpid()
     out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+    for pid in _pids() or ():
+        if pid == me:
             continue
-        pid = int(name)
         if _holds(pid, target) and not _pfm_process(pid, master_pid):
             out.append((pid, _title(pid)))
     return sorted(out)
