@@ -303,14 +303,14 @@ class PoolManager:
             self.log.write(level, message)
         if decision.max_children_reached:
             self.board.note_max_children_reached()
+        retiring = policy.retirees(slots, self.retiring)
         if decision.spawn and now >= self.spawn_after():
             forked = 0
-            while forked < decision.spawn and self.spawn() is not None:
+            while forked < decision.spawn and self.spawn(leaving=len(retiring)) is not None:
                 forked += 1
             policy.replaced(self.policy, decision.replace[:forked])
         for pid in decision.stop:
             self.stop_worker(pid)
-        retiring = policy.retirees(slots, self.retiring)
         if pending and saturated(slots, now, retiring):
             self.log_saturation(slots, pending, now, retiring)
         self.next_check = min(decision.next_check, now + 1.0)
@@ -335,10 +335,11 @@ class PoolManager:
         self.stopping.add(pid)
         _kill(pid, signal.SIGQUIT)
 
-    def spawn(self) -> int | None:
+    def spawn(self, leaving: int = 0) -> int | None:
         """Fork a worker; None if it cannot be done now (process.max, no
-        slot, or a failure, which is logged and backed off)."""
-        if not self.below_process_max():
+        slot, or a failure, which is logged and backed off). `leaving`:
+        retirees about to exit, whose room the fork may wait for quietly."""
+        if not self.below_process_max(leaving):
             return None
         try:
             index = self.board.assign_slot()
@@ -447,7 +448,7 @@ class PoolManager:
             else:
                 self.boot_backoff.succeeded()
 
-    def below_process_max(self) -> bool:
+    def below_process_max(self, leaving: int = 0) -> bool:
         """[global] process.max, over every pool (php-fpm); logged at most
         every 10 s, and not while retirees about to exit hold the room (their
         replacements are forked as they are reaped)."""
@@ -458,7 +459,7 @@ class PoolManager:
         if total < cap:
             return True
         now = time.monotonic()
-        if total - len(self.retiring) < cap:
+        if total - leaving < cap:
             return False
         allowed, left_out = self.process_max_warnings.allow(now)
         if allowed:
