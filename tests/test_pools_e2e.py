@@ -472,8 +472,13 @@ def test_recycling_a_small_dynamic_pool_never_stalls_it(pfm_factory, nginx_facto
     p = pfm_factory(pool={"pm": "dynamic", "pm.max_children": 2, "pm.start_servers": 1,
                           "pm.min_spare_servers": 1, "pm.max_spare_servers": 1,
                           "pm.max_requests": 5, "preload": preload}, workers=False)
-    harness.wait_serving(p.address())
-    first = harness.fcgi_get(p.address(), "/pid").json()    # the only worker yet
+
+    def answer():
+        try:
+            return harness.fcgi_get(p.address(), "/pid", timeout=2).json()
+        except OSError:
+            return None
+    first = wait_for(answer, 10, "the pool to answer")      # its first request
     n = nginx_factory(p.backend(), keepalive=keepalive)
     responses, failures = hammer(n.url + "/pid", threads=8, per_thread=40, timeout=5)
     assert not failures, (failures[:10], p.log()[-4000:])
