@@ -325,11 +325,11 @@ class PoolManager:
     def log_saturation(self, slots, pending: int, now: float, retiring) -> None:
         """Every worker busy and connections waiting: say which requests hold
         the pool, oldest first, not only "consider raising it" (at most every 10 s).
-        Retirees are leaving, not busy; a booting worker has no request yet."""
-        allowed, _ = self.saturation_warnings.allow(now)
-        if allowed:
-            self.log.warning("[pool %s] %s" % (self.name, describe_saturation(
-                slots, pending, now, retiring)))
+        Retirees are leaving, not busy; a booting worker has no request yet,
+        and a pool whose workers are all booting is starting, not saturated."""
+        line = describe_saturation(slots, pending, now, retiring)
+        if line is not None and self.saturation_warnings.allow(now)[0]:
+            self.log.warning("[pool %s] %s" % (self.name, line))
 
     def stop_worker(self, pid: int) -> None:
         self.stopping.add(pid)
@@ -523,17 +523,19 @@ def saturated(slots, now: float, retiring=()) -> bool:
                                  for s in workers)
 
 
-def describe_saturation(slots, pending: int, now: float, retiring=()) -> str:
+def describe_saturation(slots, pending: int, now: float, retiring=()) -> str | None:
     """The saturation warning: which requests hold the pool, oldest first;
-    booting workers are named as such, not as a request begun at boot."""
+    booting workers are named as such, not as a request begun at boot.
+    None when no request holds it (every worker is booting)."""
     busy = [s for s in slots if s.pid and not s.idle and s.pid not in retiring]
     running = sorted((s for s in busy if s.stage != STARTING), key=lambda s: s.request_start)
+    if not running:
+        return None
     booting = [s for s in busy if s.stage == STARTING]
-    line = "all %d workers busy, %d connection(s) waiting" % (len(busy), pending)
-    if running:
-        line += "; oldest requests: " + ", ".join('pid %d "%s %s%s" %.1fs' % (
+    line = "all %d workers busy, %d connection(s) waiting; oldest requests: %s" % (
+        len(busy), pending, ", ".join('pid %d "%s %s%s" %.1fs' % (
             s.pid, s.method or "-", s.uri or "-", "?" + s.query if s.query else "",
-            now - s.request_start) for s in running[:SATURATION_SHOWN])
+            now - s.request_start) for s in running[:SATURATION_SHOWN]))
     if booting:
         line += "; starting: " + ", ".join("pid %d for %.1fs" % (s.pid, now - s.stage_since)
                                           for s in booting[:SATURATION_SHOWN])
