@@ -20,6 +20,7 @@ from .generation import Generation, PoolReadiness
 from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
+from .pool import scoreboard_slots
 from .poolmanager import Inherited, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
@@ -630,9 +631,9 @@ class Master:
     def spawn_manager(self, gen: Generation, pool) -> None:
         listener = gen.listeners[pool.name]
         master = os.getpid()
-        # A fresh scoreboard for every manager: a restarted one starts clean. One
-        # slot more than max_children, for a recycled worker's replacement.
-        board = Scoreboard.create(pool.pm_max_children + 1)
+        # A fresh scoreboard for every manager: a restarted one starts clean,
+        # with room for a replacement of every recycled worker (pool.py).
+        board = Scoreboard.create(scoreboard_slots(pool))
         used = {m.cell for m in self.managers.values()}
         cell = next(i for i in range(self.processes.cells) if i not in used)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

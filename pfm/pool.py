@@ -29,6 +29,16 @@ Where pfm departs from php-fpm (fpm_process_ctl.c), and why:
   While connections wait, neither pm stops the idle workers about to take them.
 * The doubling spawn rate is clamped at pm.max_spawn_rate (php-fpm can
   overshoot a non-power-of-two cap once).
+* Recycling (pm.max_requests, pm.max_memory): a worker that reached its
+  limit tells the manager and exits at once; it accepts nothing more, so
+  waiting for its replacement would only hold a slot (php-fpm's child also
+  just exits). Retirees count neither in the pool's total nor as busy:
+  each is owed one replacement, forked the moment the manager learns of
+  it, within pm.max_children. The scoreboard has a slot for every worker
+  and for a replacement of each (`scoreboard_slots`), so retirees that
+  are not reaped yet can never keep their replacements from being forked.
+* Failed forks back off (`Backoff`), and their log lines are rate-limited
+  with a count of the ones left out (`Throttle`).
 * Both warnings are rate-limited to one per WARN_INTERVAL. "reached
   max_children" stays latched per episode as in php-fpm (re-armed by the
   next spawn), and the `max children reached` counter still counts every
@@ -40,10 +50,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Collection, List, Optional, Sequence, Tuple
+from typing import Any, Collection, List, Optional, Sequence, Set, Tuple
 
 from .log import WARNING
-from .scoreboard import IDLE_STAGES, STARTING
+from .scoreboard import IDLE_STAGES, RETIRING, STARTING
 
 TICK = 1.0            # php-fpm's FPM_IDLE_SERVER_MAINTENANCE_HEARTBEAT (dynamic)
 TICK_SLACK = 0.002    # a wakeup this close to the tick counts as on time (timer rounding)
@@ -61,20 +71,24 @@ class PolicyState:
     last_max_children_log: Optional[float] = None
     last_busy_log: Optional[float] = None
     last_tick: Optional[float] = None      # dynamic: time of the last maintenance pass
+    replaced: Set[int] = field(default_factory=set)   # retirees whose replacement was forked
 
 
 @dataclass
 class Decision:
     """What the manager should do now.
 
-    spawn: workers to fork. stop: pids to ask to stop (SIGQUIT); all idle,
-    none of them already in `stopping`. logs: (level, message) with pfm.log
-    levels. next_check: monotonic time to call `decide()` again at the latest.
+    spawn: workers to fork, the replacements first. replace: the retirees
+    those first forks replace, oldest first; once forked, tell the state
+    (`replaced()`). stop: pids to ask to stop (SIGQUIT); all idle, none of
+    them already in `stopping`. logs: (level, message) with pfm.log levels.
+    next_check: monotonic time to call `decide()` again at the latest.
     max_children_reached: a new episode at max_children began; bump the
     scoreboard's counter (`note_max_children_reached()`).
     """
 
     spawn: int = 0
+    replace: List[int] = field(default_factory=list)
     stop: List[int] = field(default_factory=list)
     logs: List[Tuple[int, str]] = field(default_factory=list)
     next_check: float = math.inf
@@ -104,16 +118,41 @@ def max_requests_for_worker(cfg: Any, rng: Any) -> int:
     return base + (rng.randint(0, jitter) if jitter > 0 else 0)
 
 
+def scoreboard_slots(cfg: Any) -> int:
+    """Slots in a pool's scoreboard: one per worker, and one for the
+    replacement of each worker that retires (pm.max_requests, pm.max_memory)
+    and is not reaped yet, so a replacement always finds a slot."""
+    return 2 * cfg.pm_max_children
+
+
+def retirees(slots: Sequence[Any], announced: Collection[int]) -> List[int]:
+    """The workers that retire and are not reaped yet: those that said so
+    (`announced`, in that order), then any slot showing Retiring."""
+    live = {s.pid for s in slots if s.pid}
+    out = [pid for pid in announced if pid in live]
+    seen = set(out)
+    out += [s.pid for s in slots if s.pid and s.stage == RETIRING and s.pid not in seen]
+    return out
+
+
+def replaced(state: PolicyState, pids: Collection[int]) -> None:
+    """The manager forked the replacements of `pids` (a prefix of `Decision.replace`)."""
+    state.replaced.update(pids)
+
+
 class _Pool:
     """The counts every rule needs, taken once from the slot states."""
 
-    def __init__(self, slots: Sequence[Any], stopping: Collection[int]):
+    def __init__(self, slots: Sequence[Any], stopping: Collection[int],
+                 retiring: Collection[int] = ()):
         self.total = 0
         self.idle: List[Any] = []      # idle workers not told to stop
         self.starting = 0              # booting, not told to stop
         for s in slots:
             if not s.pid and s.stage != STARTING:
                 continue               # a free slot
+            if s.pid in retiring:
+                continue               # leaving on its own: not busy, not in the total
             self.total += 1            # workers told to stop still hold their slot
             if s.pid and s.pid in stopping:
                 continue
@@ -125,7 +164,7 @@ class _Pool:
 
 def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
            pending: Optional[int] = None, wanted: bool = False,
-           stopping: Collection[int] = ()) -> Decision:
+           stopping: Collection[int] = (), retiring: Collection[int] = ()) -> Decision:
     """One decision of the pool's process manager.
 
     cfg: pm, pm_max_children, pm_min/max_spare_servers, pm_max_spawn_rate,
@@ -135,14 +174,18 @@ def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
     wanted: the manager saw the listening socket readable (at least one
     connection waits). stopping: pids already told to stop; they count in
     the total (they hold a slot until reaped) but not as idle, and are never
-    returned again. `state` is updated in place.
+    returned again. retiring: workers that said they reached pm.max_requests
+    or pm.max_memory and exit by themselves (see `retirees()`); they count
+    nowhere, and each gets one replacement. `state` is updated in place.
     """
-    pool = _Pool(slots, frozenset(stopping))
+    retiring = retirees(slots, retiring)
+    pool = _Pool(slots, frozenset(stopping), frozenset(retiring))
     waiting = max(pending or 0, 1 if wanted else 0)
     d = Decision()
+    _replace_retirees(cfg, pool, retiring, state, d)
     at_max = False
     if cfg.pm == "static":
-        d.spawn = max(0, cfg.pm_max_children - pool.total)
+        d.spawn += max(0, cfg.pm_max_children - pool.total - d.spawn)
         d.next_check = now + TICK
     elif cfg.pm == "dynamic":
         at_max = _spawn_for_waiting(cfg, pool, waiting, now, state, d, "pm.max_children")
@@ -157,14 +200,27 @@ def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
     return d
 
 
+def _replace_retirees(cfg: Any, pool: _Pool, retiring: List[int], state: PolicyState,
+                      d: Decision) -> None:
+    """One replacement per retiree, oldest first, as php-fpm restarts a child
+    that exited, whatever the pm: at once, not at the next tick, so recycling
+    leaves the pool short of a worker only while the replacement boots."""
+    state.replaced.intersection_update(retiring)
+    owed = [pid for pid in retiring if pid not in state.replaced]
+    room = max(0, cfg.pm_max_children - pool.total)
+    d.replace = owed[:room]
+    d.spawn += len(d.replace)
+
+
 def _spawn_for_waiting(cfg: Any, pool: _Pool, waiting: int, now: float, state: PolicyState,
                        d: Decision, directive: str) -> bool:
-    """Connections wait that idle and booting workers cannot take: fork now.
-    True if max_children kept some of them waiting."""
-    short = waiting - len(pool.idle) - pool.starting
+    """Connections wait that idle and booting workers (and the replacements
+    forked now) cannot take: fork now. True if max_children kept some of
+    them waiting."""
+    short = waiting - len(pool.idle) - pool.starting - d.spawn
     if short <= 0:
         return False
-    room = max(0, cfg.pm_max_children - pool.total)
+    room = max(0, cfg.pm_max_children - pool.total - d.spawn)
     d.spawn += min(short, room)
     if short <= room:
         return False
@@ -252,3 +308,56 @@ def _reached_max_children(cfg: Any, now: float, state: PolicyState, d: Decision,
 
 def _due(last: Optional[float], now: float) -> bool:
     return last is None or now - last >= WARN_INTERVAL
+
+
+class Backoff:
+    """When forking may be tried again after failures: `first` seconds after
+    the first, doubling with each failure in a row up to `cap`; a success
+    starts over. fork() fails for reasons that last (RLIMIT_NPROC, no
+    memory, no descriptor left), and retrying at every wakeup turns one
+    problem into thousands of log lines and a busy manager."""
+
+    def __init__(self, first: float, cap: float):
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+        self.until = -math.inf
+
+    def failed(self, now: float) -> float:
+        """Count a failure; returns the pause before the next try."""
+        self.failures += 1
+        pause = min(self.cap, self.first * 2 ** min(self.failures - 1, 30))
+        self.until = now + pause
+        return pause
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.until = -math.inf
+
+    def ready(self, now: float) -> bool:
+        return now >= self.until
+
+
+class Throttle:
+    """One log line per `interval` for a message that may repeat: `allow()`
+    says whether to write it now, and how many were left out since the last
+    one written (to say so in it)."""
+
+    def __init__(self, interval: float = WARN_INTERVAL):
+        self.interval = interval
+        self.last: Optional[float] = None
+        self.suppressed = 0
+
+    def allow(self, now: float) -> Tuple[bool, int]:
+        if self.last is not None and now - self.last < self.interval:
+            self.suppressed += 1
+            return False, self.suppressed
+        left_out, self.suppressed = self.suppressed, 0
+        self.last = now
+        return True, left_out
+
+
+def suppressed_note(count: int) -> str:
+    """The tail of a rate-limited line: what was left out since the last one."""
+    return " (%d similar message%s suppressed)" % (count, "" if count == 1 else "s") \
+        if count else ""

@@ -17,10 +17,9 @@ import socket
 import struct
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass
 
-from . import listenqueue, logfiles, procutil, signals
+from . import listenqueue, logfiles, procutil, signals, workergroups
 from . import pool as policy
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
@@ -34,6 +33,8 @@ _HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
             signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
 MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
+FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
+FORK_RETRY_MAX = 2.0       # up to this (the cause - nproc, memory, descriptors - may pass)
 LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it this long
 SATURATED_FOR = 0.1        # all workers busy this long: the manager answers status itself
 SATURATION_LOG_INTERVAL = 10.0   # at most one "all workers busy" line per this long
@@ -84,21 +85,22 @@ class PoolManager:
         self.board = inherited.board
         self.control = inherited.control
         self.children: dict[int, Child] = {}
-        self.stopping: set[int] = set()      # told to stop by the policy or recycling
-        self.retiring: deque[int] = deque()  # reached pm.max_requests/max_memory, waiting
-        self.replacement: int | None = None  # the worker forked for the last retiree
+        self.stopping: set[int] = set()      # told to stop by the policy
+        self.retiring: list[int] = []        # said they reached pm.max_requests/max_memory
+        self.groups = workergroups.Groups()  # the workers' process groups (the app's children)
         self.policy = policy.PolicyState()
         self.next_check = 0.0
         self.listen_woke = False
         self.listen_armed_at: float | None = None
         self.state = RUNNING
         self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM)
-        self.boot_failures = 0
-        self.spawn_after = 0.0
+        self.boot_backoff = policy.Backoff(1.0, MAX_BACKOFF)     # the app fails to start
+        self.fork_backoff = policy.Backoff(FORK_RETRY, FORK_RETRY_MAX)   # fork() fails
+        self.fork_failures = policy.Throttle()
+        self.process_max_warnings = policy.Throttle()
+        self.saturation_warnings = policy.Throttle(SATURATION_LOG_INTERVAL)
         self.app = None
         self.handlers: dict[int, object] = {}
-        self.process_max_logged = -1e9
-        self.saturation_logged = -1e9
         self.boot_error: str | None = None   # the last worker boot error logged in full
         self.boot_error_logged = -1e9
         self.boot_error_repeats = 0
@@ -246,6 +248,7 @@ class PoolManager:
                 if not self.children:
                     self.drain_output()
                     self.desk.close()
+                    self.end_app_processes()
                     return 0
 
     def timeout(self) -> float:
@@ -255,6 +258,8 @@ class PoolManager:
             due.append(self.ladder.deadline)
         if self.state == RUNNING:
             due.append(self.next_check)
+            if self.spawn_after() > now:
+                due.append(self.spawn_after())
             if self.listen_armed_at is not None:
                 due.append(self.listen_armed_at)
             for when in (self.requests.due(), self.desk.due()):
@@ -304,16 +309,20 @@ class PoolManager:
             # Re-arming reports at once if connections are still waiting.
             self.epoll.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
 
-    def on_retire(self, fd: int, events: int) -> None:
-        """Workers that reached pm.max_requests or pm.max_memory say so here."""
+    def on_retire(self, fd: int = -1, events: int = 0) -> None:
+        """Workers that reached pm.max_requests or pm.max_memory say so here,
+        then exit: fork their replacements now."""
         try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
+            data = os.read(self.retire_r, 4096)
+        except OSError:
             return
+        new = False
         for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size]):
             if pid in self.children and pid not in self.retiring:
                 self.retiring.append(pid)
-                self.next_check = 0.0     # fork its replacement now
+                new = True
+        if new and self.state == RUNNING:
+            self.manage(time.monotonic())
 
     def on_output(self, catcher: OutputCatcher):
         def handler(fd: int, events: int) -> None:
@@ -335,7 +344,7 @@ class PoolManager:
     # ---- the verbs ---------------------------------------------------------
 
     def manage(self, now: float) -> None:
-        """Apply the policy: fork, stop idle workers, recycle one retiree."""
+        """Apply the policy: fork (retirees' replacements first), stop idle workers."""
         slots = self.board.read()
         idle, active, _total = counts(slots)
         self.board.update_max_active(max(active, peak_active(slots, now)))
@@ -345,77 +354,71 @@ class PoolManager:
             if pending is not None:
                 self.board.update_listen_queue(pending)
         decision = policy.decide(self.pool, slots, now, self.policy, pending=pending,
-                                 wanted=self.listen_woke, stopping=self.stopping)
+                                 wanted=self.listen_woke, stopping=self.stopping,
+                                 retiring=self.retiring)
         woke, self.listen_woke = self.listen_woke, False
         for level, message in decision.logs:
             self.log.write(level, message)
         if decision.max_children_reached:
             self.board.note_max_children_reached()
-        if now >= self.spawn_after:
-            for _ in range(decision.spawn):
-                self.spawn()
+        retiring = policy.retirees(slots, self.retiring)
+        if decision.spawn and now >= self.spawn_after():
+            forked = 0
+            while forked < decision.spawn and self.spawn(leaving=len(retiring)) is not None:
+                forked += 1
+            policy.replaced(self.policy, decision.replace[:forked])
         for pid in decision.stop:
             self.stop_worker(pid)
-        self.recycle(slots)
-        if pending and saturated(slots, now):
-            self.log_saturation(slots, pending, now)
+        if pending and saturated(slots, now, retiring):
+            self.log_saturation(slots, pending, now, retiring)
         self.next_check = min(decision.next_check, now + 1.0)
-        if woke and self.desk.intercepts and saturated(slots, now):
+        self.groups.prune(self.children)
+        if woke and self.desk.intercepts and saturated(slots, now, retiring):
             self.desk.intercept()
 
-    def log_saturation(self, slots, pending: int, now: float) -> None:
-        """Every worker busy and connections waiting: say which requests hold
-        the pool, oldest first, not only "consider raising it" (at most every 10 s)."""
-        if now - self.saturation_logged < SATURATION_LOG_INTERVAL:
-            return
-        self.saturation_logged = now
-        busy = sorted((s for s in slots if s.pid and not s.idle), key=lambda s: s.request_start)
-        oldest = ", ".join('pid %d "%s %s%s" %.1fs' % (
-            s.pid, s.method or "-", s.uri or "-", "?" + s.query if s.query else "",
-            now - s.request_start) for s in busy[:SATURATION_SHOWN])
-        self.log.warning("[pool %s] all %d workers busy, %d connection(s) waiting; oldest "
-                         "requests: %s" % (self.name, len(busy), pending, oldest))
+    def spawn_after(self) -> float:
+        """No fork before this: the app failed to start, or fork() failed."""
+        return max(self.boot_backoff.until, self.fork_backoff.until)
 
-    def recycle(self, slots) -> None:
-        """One retiree at a time: fork its replacement, then let it go. The
-        next waits until that replacement has booted (no fork storm when
-        workers started together reach pm.max_requests together)."""
-        if not self.retiring:
-            return
-        if self.replacement is not None:
-            state = next((s for s in slots if s.pid == self.replacement), None)
-            if state is not None and state.stage == STARTING:
-                return
-            self.replacement = None
-        pid = self.retiring[0]
-        if pid not in self.children:
-            self.retiring.popleft()
-            return
-        replacement = self.spawn()
-        if replacement is None:
-            return      # no slot free yet (the last retiree not reaped): next pass
-        self.retiring.popleft()
-        self.replacement = replacement
-        self.stop_worker(pid)
+    def log_saturation(self, slots, pending: int, now: float, retiring) -> None:
+        """Every worker busy and connections waiting: say which requests hold
+        the pool, oldest first, not only "consider raising it" (at most every 10 s).
+        Retirees are leaving, not busy; a booting worker has no request yet,
+        and a pool whose workers are all booting is starting, not saturated."""
+        line = describe_saturation(slots, pending, now, retiring)
+        if line is not None and self.saturation_warnings.allow(now)[0]:
+            self.log.warning("[pool %s] %s" % (self.name, line))
 
     def stop_worker(self, pid: int) -> None:
         self.stopping.add(pid)
         _kill(pid, signal.SIGQUIT)
 
-    def spawn(self) -> int | None:
-        if not self.below_process_max():
+    def spawn(self, leaving: int = 0) -> int | None:
+        """Fork a worker; None if it cannot be done now (process.max, no
+        slot, or a failure, which is logged and backed off). `leaving`:
+        retirees about to exit, whose room the fork may wait for quietly."""
+        if not self.below_process_max(leaving):
             return None
         try:
             index = self.board.assign_slot()
         except ScoreboardFull:
             return None
         manager = os.getpid()
-        pipes = WorkerPipes() if self.pool.catch_workers_output else None
+        # EMFILE from the output pipes, EAGAIN or ENOMEM from fork(): keep the
+        # workers there are, and try again after a pause.
+        try:
+            pipes = WorkerPipes() if self.pool.catch_workers_output else None
+        except OSError as e:
+            self.board.free_slot(index)
+            self.fork_failed("pipe2()", e)
+            return None
         try:
             pid = signals.fork()
         except OSError as e:
             self.board.free_slot(index)
-            self.log.error("[pool %s] fork() failed: %s" % (self.name, e.strerror))
+            if pipes:
+                pipes.close()
+            self.fork_failed("fork()", e)
             return None
         if pid == 0:
             try:
@@ -427,6 +430,9 @@ class PoolManager:
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers,
                         self.desk.counts, self.inherited.adoption, self.boot_w)
+        self.fork_backoff.succeeded()
+        workergroups.lead(pid)
+        self.groups.add(pid)
         self.children[pid] = Child(pid, time.monotonic(), index)
         self.count_processes()
         if pipes:
@@ -436,8 +442,20 @@ class PoolManager:
         self.log.notice("[pool %s] child %d started" % (self.name, pid))
         return pid
 
+    def fork_failed(self, call: str, error: OSError) -> None:
+        """Logged at most every 10 s, with how many were left out."""
+        now = time.monotonic()
+        pause = self.fork_backoff.failed(now)
+        allowed, left_out = self.fork_failures.allow(now)
+        if allowed:
+            self.log.error("[pool %s] %s failed: %s; next try in %.1f s%s" % (
+                self.name, call, error.strerror or error, pause,
+                policy.suppressed_note(left_out)))
+
     def in_child(self, pipes) -> None:
-        """In a new worker: drop what belongs to the manager."""
+        """In a new worker: drop what belongs to the manager, then keep the
+        app's children from the listening socket (the manager's descriptors
+        are closed by then, so this works even where it ran out of them)."""
         self.sigpipe.close()
         self.epoll.close()
         self.desk.in_child()
@@ -452,15 +470,23 @@ class PoolManager:
             pipes.in_child()
         else:
             silence_child_output()
+        workergroups.in_worker(self.listener.fileno(), self.log.fd)
 
     def reap(self) -> None:
         for pid, status in procutil.reaped():
+            if pid in self.children and pid not in self.retiring:
+                # A retiree says so before it exits: read that first, so its
+                # replacement is forked (and logged) before its exit is.
+                self.on_retire()
             child = self.children.pop(pid, None)
             if child is None:
                 continue
             self.board.free_slot(child.slot)
             self.count_processes()
             self.stopping.discard(pid)
+            if pid in self.retiring:
+                self.retiring.remove(pid)
+            self.groups.exited(pid)
             self.requests.forget(pid)
             how, bad = procutil.describe_exit(status)
             lived = time.monotonic() - child.started
@@ -474,26 +500,30 @@ class PoolManager:
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS):
                 self.report_crash()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
-                self.boot_failures += 1
-                pause = min(MAX_BACKOFF, 0.5 * 2 ** min(self.boot_failures, 8))
-                self.spawn_after = time.monotonic() + pause
+                pause = self.boot_backoff.failed(time.monotonic())
                 self.log.error("[pool %s] child %d failed to initialize; next try in %.1f s"
                                % (self.name, pid, pause))
             else:
-                self.boot_failures = 0
+                self.boot_backoff.succeeded()
 
-    def below_process_max(self) -> bool:
-        """[global] process.max, over every pool (php-fpm); logged at most every 10 s."""
+    def below_process_max(self, leaving: int = 0) -> bool:
+        """[global] process.max, over every pool (php-fpm); logged at most
+        every 10 s, and not while retirees about to exit hold the room (their
+        replacements are forked as they are reaped)."""
         cap = self.inherited.process_max
         if not cap or self.inherited.processes is None:
             return True
-        if self.inherited.processes.total() < cap:
+        total = self.inherited.processes.total()
+        if total < cap:
             return True
         now = time.monotonic()
-        if now - self.process_max_logged >= 10.0:
-            self.process_max_logged = now
+        if total - leaving < cap:
+            return False
+        allowed, left_out = self.process_max_warnings.allow(now)
+        if allowed:
             self.log.warning("[pool %s] process.max (%d) reached across all pools, "
-                             "not forking a worker" % (self.name, cap))
+                             "not forking a worker%s" % (self.name, cap,
+                                                         policy.suppressed_note(left_out)))
         return False
 
     def count_processes(self) -> None:
@@ -521,17 +551,53 @@ class PoolManager:
         self.ladder.escalate(bool(self.children))
 
     def kill_all(self, sig: int) -> None:
+        """QUIT (finish the request) goes to the workers; TERM and KILL to
+        their whole process groups, so what the app forked stops with them."""
         for pid in list(self.children):
             _kill(pid, sig)
+            if sig != signal.SIGQUIT:
+                self.groups.signal(pid, sig)
+
+    def end_app_processes(self) -> None:
+        """The pool stops: end what the app left in its workers' process
+        groups, and name whatever still holds the listening socket."""
+        self.groups.end(KILL_AFTER_TERM / 2)
+        holders = workergroups.socket_holders(self.listener.sock, self.inherited.master_pid)
+        if holders:
+            self.log.warning("[pool %s] processes the app started outside its workers' "
+                             "process groups still hold the listening socket %s: %s; it "
+                             "cannot be bound again until they exit" % (
+                                 self.name, self.pool.listen, ", ".join(
+                                     "pid %d (%s)" % (pid, title) for pid, title in holders)))
 
 
-def saturated(slots, now: float) -> bool:
+def saturated(slots, now: float, retiring=()) -> bool:
     """Every worker has been busy for a while (SATURATED_FOR): the desk takes
     over waiting connections. A pool busy with quick requests never is, so
-    its traffic never goes through the manager."""
-    workers = [s for s in slots if s.pid]
+    its traffic never goes through the manager. Retirees do not count: they
+    are on their way out, not busy."""
+    workers = [s for s in slots if s.pid and s.pid not in retiring]
     return bool(workers) and all(not s.idle and now - s.stage_since >= SATURATED_FOR
                                  for s in workers)
+
+
+def describe_saturation(slots, pending: int, now: float, retiring=()) -> str | None:
+    """The saturation warning: which requests hold the pool, oldest first;
+    booting workers are named as such, not as a request begun at boot.
+    None when no request holds it (every worker is booting)."""
+    busy = [s for s in slots if s.pid and not s.idle and s.pid not in retiring]
+    running = sorted((s for s in busy if s.stage != STARTING), key=lambda s: s.request_start)
+    if not running:
+        return None
+    booting = [s for s in busy if s.stage == STARTING]
+    line = "all %d workers busy, %d connection(s) waiting; oldest requests: %s" % (
+        len(busy), pending, ", ".join('pid %d "%s %s%s" %.1fs' % (
+            s.pid, s.method or "-", s.uri or "-", "?" + s.query if s.query else "",
+            now - s.request_start) for s in running[:SATURATION_SHOWN]))
+    if booting:
+        line += "; starting: " + ", ".join("pid %d for %.1fs" % (s.pid, now - s.stage_since)
+                                          for s in booting[:SATURATION_SHOWN])
+    return line
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -44,7 +44,6 @@ RECV_SIZE = 65536            # below malloc's mmap threshold: no mmap/munmap per
 KEEP, LINGER, DROP = "keep", "linger", "drop"    # what serve() wants done with a connection
 DEFERRED_CLOSE_WAIT = 1.0    # an idle worker closes its half-closed connections after this
 BODY_TIMEOUT = 60.0          # a request body may pause this long (nginx's fastcgi_send_timeout)
-RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _ACCEPT_AGAIN = (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO)
@@ -264,19 +263,14 @@ class Worker:
             pass    # SIGQUIT swapped the descriptor just now: we are stopping
 
     def retire(self) -> None:
-        """pm.max_requests or pm.max_memory reached: accept nothing more, tell
-        the manager, and wait for its SIGQUIT once the replacement is forked."""
+        """pm.max_requests or pm.max_memory reached, kept connections passed
+        on: tell the manager, which forks the replacement at once, and exit.
+        Waiting for it would only hold a slot: a retiree accepts nothing."""
         self.slot.set_stage(RETIRING, time.monotonic())
-        # Interruptible before the manager can know: its SIGQUIT may come at once.
-        self.interruptible = True
         try:
             os.write(self.retire_fd, struct.pack("=i", self.pid))
-            if not self.stopping:
-                time.sleep(RETIRE_WAIT)
-        except (_Shutdown, OSError):
-            pass
-        finally:
-            self.interruptible = False
+        except OSError:
+            pass    # the manager learns it from the exit
 
     def take(self, fd: int):
         """The connection behind a ready descriptor: (sock, codec, was_kept), or None.

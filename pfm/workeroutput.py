@@ -23,7 +23,17 @@ class WorkerPipes:
 
     def __init__(self):
         self.out_r, self.out_w = os.pipe2(os.O_CLOEXEC)
-        self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            os.close(self.out_r)      # out of descriptors: leave none behind
+            os.close(self.out_w)
+            raise
+
+    def close(self) -> None:
+        """The fork failed: all four ends go."""
+        for fd in (self.out_r, self.out_w, self.err_r, self.err_w):
+            os.close(fd)
 
     def in_child(self) -> None:
         """The worker's fds 1 and 2 become the write ends."""

@@ -176,6 +176,24 @@ def group_members(pgrp: int) -> list[int]:
     return sorted(out)
 
 
+def pfm_tree(master: int) -> list[int]:
+    """Live processes in the master's process group, below the master, or in
+    a process group led by one of those (a worker's)."""
+    stats = {}
+    for p in all_pids():
+        st = proc_stat(p)
+        if st and st["state"] not in ("Z", "X"):
+            stats[p] = st
+    below, grew = {master}, True
+    while grew:
+        more = {p for p, st in stats.items() if st["ppid"] in below} - below
+        below |= more
+        grew = bool(more)
+    groups = {master} | {p for p in below if p in stats and stats[p]["pgrp"] == p}
+    return sorted(p for p, st in stats.items()
+                  if st["pgrp"] in groups or (p in below and p in stats))
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -258,8 +276,9 @@ class Pfm:
 
     def __init__(self, workdir: Path, pool: dict | None = None, pools: dict | None = None,
                  global_: dict | None = None, raw: str | None = None, name: str = "www",
-                 args=(), env: dict | None = None):
+                 args=(), env: dict | None = None, rlimits: dict | None = None):
         self.dir = Path(workdir)
+        self.rlimits = dict(rlimits or {})    # resource.RLIMIT_* -> (soft, hard) for pfm
         self.conf_path = self.dir / "pfm.conf"
         self.log_path = self.dir / "pfm.log"
         self.out_path = self.dir / "pfm.out"
@@ -355,10 +374,16 @@ class Pfm:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT,
                                          cwd=str(self.dir), env=test_env(self.env),
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=self._set_rlimits if self.rlimits else None)
         finally:
             out.close()
         self.pid = self.proc.pid
+
+    def _set_rlimits(self) -> None:
+        import resource
+        for which, limits in self.rlimits.items():
+            resource.setrlimit(which, limits)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         def ready():
@@ -405,13 +430,16 @@ class Pfm:
         return self.proc.returncode
 
     def kill_all(self) -> None:
-        """SIGKILL the master's process group (managers and workers stay in it)."""
+        """SIGKILL the master's process group (master and managers) and the
+    groups its workers lead."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        groups = {self.pid} | {st["pgrp"] for st in map(proc_stat, self.tree()) if st}
+        for pgrp in groups:
+            try:
+                os.killpg(pgrp, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -463,8 +491,10 @@ class Pfm:
         return sorted(out)
 
     def tree(self) -> list[int]:
-        """Every live process of this pfm: the master's process group."""
-        return group_members(self.pid) if self.pid else []
+        """Every live process of this pfm: the master's process group (the
+        master and its pool managers), and the groups of the master's
+        descendants (each worker leads one, with what the app forked)."""
+        return pfm_tree(self.pid) if self.pid else []
 
 
 def parse_address(listen: str):

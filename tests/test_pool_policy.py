@@ -16,7 +16,7 @@ import pytest
 from pfm import pool
 from pfm.log import WARNING
 from pfm.pool import PolicyState, decide, initial, max_requests_for_worker
-from pfm.scoreboard import IDLE, KEEPALIVE, READING, RUNNING, STARTING, Scoreboard
+from pfm.scoreboard import IDLE, KEEPALIVE, READING, RETIRING, RUNNING, STARTING, Scoreboard
 
 T0 = 5000.0
 
@@ -53,6 +53,7 @@ class Sim:
         self.logs: list[tuple[int, str]] = []
         self.reached = 0
         self.boot = boot           # new workers stay STARTING until `ready()`
+        self.retiring: list[int] = []   # said they retire; gone at `reap()`
         for _ in range(initial(cfg)):
             self.fork()
 
@@ -64,9 +65,11 @@ class Sim:
 
     def step(self, dt: float = 0.0, reap: bool = True, **kw) -> pool.Decision:
         self.now += dt
+        kw.setdefault("retiring", self.retiring)
         d = decide(self.cfg, list(self.workers.values()), self.now, self.state, **kw)
         for _ in range(d.spawn):
             self.fork()
+        pool.replaced(self.state, d.replace)
         if reap:
             for pid in d.stop:
                 del self.workers[pid]
@@ -90,6 +93,16 @@ class Sim:
         for w in self.workers.values():
             if w.stage == STARTING:
                 w.stage, w.last_activity = IDLE, self.now
+
+    def retire(self, pid: int) -> None:
+        """The worker served its last request and says so (its slot shows Retiring)."""
+        self.workers[pid].stage = RETIRING
+        self.retiring.append(pid)
+
+    def reap(self, pid: int) -> None:
+        del self.workers[pid]
+        if pid in self.retiring:
+            self.retiring.remove(pid)
 
     def idle(self) -> list[W]:
         return [w for w in self.workers.values() if w.stage in (IDLE, KEEPALIVE)]
@@ -542,3 +555,143 @@ def test_policy_reads_the_scoreboards_slot_states():
 def test_unknown_pm_is_refused():
     with pytest.raises(ValueError):
         decide(Cfg(pm="adaptive"), [], T0, PolicyState())
+
+
+# ---- recycling (pm.max_requests, pm.max_memory) -------------------------------------------
+
+
+def test_scoreboard_has_a_slot_for_every_worker_and_a_replacement_of_each():
+    assert pool.scoreboard_slots(Cfg(pm_max_children=1)) == 2
+    assert pool.scoreboard_slots(Cfg(pm_max_children=50)) == 100
+
+
+@pytest.mark.parametrize("pm", ["static", "dynamic", "ondemand"])
+def test_a_retiree_is_replaced_at_once_and_only_once(pm):
+    """Not at the next tick: the pool lacks a worker only while the
+    replacement boots. Asked again before the retiree is reaped, no second one."""
+    sim = Sim(Cfg(pm=pm, pm_max_children=2, pm_start_servers=2, pm_min_spare_servers=1,
+                  pm_max_spare_servers=2), boot=True)
+    if pm == "ondemand":
+        sim.step(wanted=True, pending=2)
+    sim.ready()
+    sim.step(1.0)
+    sim.busy()
+    old = sorted(sim.workers)[0]
+    sim.retire(old)
+    d = sim.step(0.01)                  # well before the next tick
+    assert (d.spawn, d.replace) == (1, [old])
+    assert sim.step(0.01).spawn == 0
+    sim.reap(old)
+    assert sim.step(0.01).spawn == 0
+    assert len(sim.workers) == 2
+
+
+def test_retirees_count_neither_in_the_total_nor_as_busy():
+    """Both workers of a full pool retire at once: both are replaced (the
+    scoreboard has the slots), and max_children is never reported reached."""
+    sim = Sim(Cfg(pm="dynamic", pm_max_children=2, pm_start_servers=2,
+                  pm_min_spare_servers=1, pm_max_spare_servers=1))
+    sim.busy()
+    a, b = sorted(sim.workers)
+    sim.retire(a)
+    sim.retire(b)
+    d = sim.step(0.01, pending=2)
+    assert (d.spawn, d.replace, d.max_children_reached) == (2, [a, b], False)
+    assert len(sim.workers) == 4 <= pool.scoreboard_slots(sim.cfg)
+
+
+def test_a_replacement_that_could_not_be_forked_is_still_owed():
+    """The manager forks what it can (process.max, a failed fork) and says
+    which were replaced; the others are asked for again."""
+    sim = Sim(Cfg(pm="dynamic", pm_max_children=2, pm_start_servers=2,
+                  pm_min_spare_servers=0, pm_max_spare_servers=2))
+    sim.busy()
+    old = sorted(sim.workers)[0]
+    sim.retire(old)
+    d = decide(sim.cfg, list(sim.workers.values()), sim.now, sim.state, retiring=[old])
+    assert d.replace == [old]           # not forked, not reported as replaced
+    d = decide(sim.cfg, list(sim.workers.values()), sim.now, sim.state, retiring=[old])
+    assert (d.spawn, d.replace) == (1, [old])
+
+
+def test_a_worker_whose_slot_shows_retiring_counts_as_a_retiree():
+    """Its word may not have reached the manager yet (or never will)."""
+    sim = Sim(Cfg(pm="static", pm_max_children=2))
+    old = sorted(sim.workers)[0]
+    sim.workers[old].stage = RETIRING
+    d = sim.step(0.01)
+    assert (d.spawn, d.replace) == (1, [old])
+
+
+def test_a_retiree_reaped_before_its_replacement_leaves_it_to_the_pm():
+    """Once gone it is an ordinary exit: dynamic replaces it only if the
+    spare servers call for it."""
+    sim = Sim(Cfg(pm="dynamic", pm_max_children=3, pm_start_servers=2,
+                  pm_min_spare_servers=1, pm_max_spare_servers=2))
+    old = sorted(sim.workers)[0]
+    sim.workers[old].stage = RUNNING
+    sim.retiring.append(old)
+    sim.reap(old)
+    assert sim.step(1.0).spawn == 0     # one idle worker left: min_spare holds
+
+
+def test_recycling_a_saturated_small_pool_never_leaves_it_without_workers():
+    """The reproduction of issue 9, item 3, on a simulated clock: dynamic,
+    pm.max_children = 2, one spare, pm.max_requests = 5, connections always
+    waiting, 10 ms per request, 50 ms to boot, a retiree reaped 5 ms after
+    it said so. Two workers are always serving or booting, the scoreboard
+    never overflows, and every worker serves its 5 requests."""
+    cfg = Cfg(pm="dynamic", pm_max_children=2, pm_start_servers=1, pm_min_spare_servers=1,
+              pm_max_spare_servers=1, pm_max_requests=5)
+    sim = Sim(cfg, boot=True)
+    served: dict[int, int] = {}
+    born: dict[int, float] = {}
+    said: dict[int, float] = {}
+    dt = 0.005
+    for _ in range(2000):
+        sim.now += dt
+        for pid, w in list(sim.workers.items()):
+            born.setdefault(pid, sim.now)
+            if w.stage == STARTING and sim.now - born[pid] >= 0.05:
+                w.stage = IDLE
+            if w.stage == IDLE:
+                w.stage, w.request_start = RUNNING, sim.now
+            elif w.stage == RUNNING and sim.now - w.request_start >= 0.01:
+                served[pid] = served.get(pid, 0) + 1
+                w.stage = IDLE
+                if served[pid] == 5:
+                    sim.retire(pid)
+                    said[pid] = sim.now
+            elif w.stage == RETIRING and sim.now - said[pid] >= 0.005:
+                sim.reap(pid)
+        sim.step(pending=6)             # the manager hears of retirees and exits at once
+        assert len(sim.workers) <= pool.scoreboard_slots(cfg)
+        if sim.now > 0.1:
+            working = [w for w in sim.workers.values() if w.stage != RETIRING]
+            assert len(working) == 2, sim.workers
+    assert len([p for p, n in served.items() if n == 5]) > 100
+    assert all(n <= 5 for n in served.values())
+
+
+# ---- fork back-off and rate-limited lines -------------------------------------------------
+
+
+def test_fork_backoff_doubles_up_to_its_cap_and_a_success_starts_over():
+    b = pool.Backoff(0.1, 2.0)
+    assert b.ready(T0)
+    pauses = [b.failed(T0) for _ in range(7)]
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert not b.ready(T0 + 1.9) and b.ready(T0 + 2.0)
+    b.succeeded()
+    assert b.ready(T0) and b.failed(T0) == 0.1
+
+
+def test_throttle_allows_one_line_per_interval_and_counts_the_rest():
+    t = pool.Throttle(10.0)
+    assert t.allow(T0) == (True, 0)
+    assert [t.allow(T0 + i)[0] for i in range(1, 10)] == [False] * 9
+    assert t.allow(T0 + 10) == (True, 9)
+    assert t.allow(T0 + 11) == (False, 1)
+    assert pool.suppressed_note(0) == ""
+    assert pool.suppressed_note(1) == " (1 similar message suppressed)"
+    assert pool.suppressed_note(9) == " (9 similar messages suppressed)"

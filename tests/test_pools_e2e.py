@@ -433,3 +433,66 @@ def test_keepalive_connections_do_not_starve_new_ones(pfm_factory, nginx_factory
     assert max(latencies) < 1.0, "stalled requests: %r" % slow
     assert harness.established_to(p.port) > 2, "nginx kept no more connections than workers"
     assert "[error]" not in n.error_log_text(), n.error_log_text()[-3000:]
+
+
+@pytest.mark.timeout(60)
+def test_recycling_at_process_max_does_not_wait_for_room(pfm_factory, nginx_factory):
+    """Issue 9, item 3: with [global] process.max = pm.max_children there is
+    no room for a replacement while its predecessor lives. A retiree used to
+    wait 30 s for a SIGQUIT that came only once its replacement was forked,
+    so every recycling stalled the pool. Now it exits at once and the
+    replacement is forked as it is reaped: 60 requests, none slower than a
+    few seconds, each worker serving exactly pm.max_requests, and no
+    "process.max reached" warning for room that retirees hold a moment."""
+    p = pfm_factory(global_={"process.max": 2},
+                    pool={"pm.max_children": 2, "pm.max_requests": 3})
+    n = nginx_factory(p.backend())
+    responses, failures = hammer(n.url + "/pid", threads=4, per_thread=15, timeout=5)
+    assert not failures, (failures[:10], p.log()[-4000:])
+    per_pid: dict[int, list[int]] = {}
+    for r in responses:
+        info = r.json()
+        per_pid.setdefault(info["pid"], []).append(info["requests"])
+    for pid, counts in per_pid.items():
+        assert sorted(counts) == list(range(1, len(counts) + 1)), (pid, sorted(counts))
+    assert sum(len(c) == 3 for c in per_pid.values()) >= 18, per_pid
+    assert "process.max" not in p.log(), p.log()
+    assert not re.search(r"exited on signal|exited with code [1-9]", p.log()), p.log()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("keepalive", [None, 4], ids=["close", "keepalive"])
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_recycling_a_small_dynamic_pool_never_stalls_it(pfm_factory, nginx_factory,
+                                                         preload, keepalive):
+    """Issue 9, item 3: pm = dynamic, pm.max_children = 2, one spare, and
+    pm.max_requests = 5 under 8 concurrent clients through nginx (with and
+    without preload and fastcgi_keep_conn). Retiring workers used to fill
+    the scoreboard and wait 30 s for a SIGQUIT that never came, so every
+    request stalled. Now each of 160 requests is answered within a few
+    seconds (a slower one counts as failed), every worker serves its exact
+    pm.max_requests, and the pool never has more than 2 workers that accept."""
+    p = pfm_factory(pool={"pm": "dynamic", "pm.max_children": 2, "pm.start_servers": 1,
+                          "pm.min_spare_servers": 1, "pm.max_spare_servers": 1,
+                          "pm.max_requests": 5, "preload": preload}, workers=False)
+
+    def answer():
+        try:
+            return harness.fcgi_get(p.address(), "/pid", timeout=2).json()
+        except OSError:
+            return None
+    first = wait_for(answer, 10, "the pool to answer")      # its first request
+    n = nginx_factory(p.backend(), keepalive=keepalive)
+    responses, failures = hammer(n.url + "/pid", threads=8, per_thread=40, timeout=5)
+    assert not failures, (failures[:10], p.log()[-4000:])
+    assert len(responses) == 320
+    per_pid = {first["pid"]: list(range(1, first["requests"] + 1))}
+    for r in responses:
+        info = r.json()
+        per_pid.setdefault(info["pid"], []).append(info["requests"])
+    for pid, counts in per_pid.items():
+        assert sorted(counts) == list(range(1, len(counts) + 1)), (pid, sorted(counts))
+        assert len(counts) <= 5, (pid, len(counts))
+    assert sum(len(c) == 5 for c in per_pid.values()) >= 28, per_pid
+    assert not re.search(r"exited on signal|exited with code [1-9]", p.log()), p.log()
+    assert "[error]" not in n.error_log_text(), n.error_log_text()[-3000:]

@@ -11,6 +11,7 @@ import grp
 import os
 import pwd
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -263,11 +264,13 @@ def test_sigterm_and_sigint_stop_at_once(pfm, run_dir, sig):
 
 
 def test_ctrl_c_to_the_whole_foreground_group_stops_cleanly(pfm_factory):
-    """Ctrl-C in a terminal sends SIGINT to master, managers and workers at
-    once: everything stops within a second, no worker is respawned, the
-    master says goodbye and exits 0."""
+    """Ctrl-C in a terminal sends SIGINT to the foreground process group: the
+    master and the pool managers (each worker leads a group of its own, and
+    its manager stops it): everything stops within a second, no worker is
+    respawned, the master says goodbye and exits 0."""
     p = pfm_factory(pool={"pm.max_children": 4})
     tree = p.tree()
+    assert len(tree) == 6, [(x, harness.cmdline(x)) for x in tree]   # master, manager, 4
     mark = p.log_size()
     os.killpg(p.pid, signal.SIGINT)
     assert p.proc.wait(5) == 0
@@ -521,3 +524,145 @@ def test_catch_workers_output_logs_stdout_and_stderr(pfm_factory):
                % (TIME_PREFIX, worker))
     p.wait_log(r'^%sWARNING: \[pool www\] child %d said into stderr: "stderr says cwo42"$'
                % (TIME_PREFIX, worker))
+
+
+# ---- running short of descriptors and processes --------------------------------------------
+
+
+@pytest.mark.timeout(40)
+def test_out_of_descriptors_the_manager_keeps_the_workers_it_could_start(pfm_factory):
+    """Issue 9, item 9: rlimit_files = 64 with 30 workers whose output is
+    caught (two pipes each): the manager runs out of descriptors part way.
+    pipe2() failing with EMFILE used to crash it, and the master restarted
+    it over and over. Now the failure is logged once (rate-limited), the
+    manager lives on with the workers it could start, and they serve."""
+    p = pfm_factory(pool={"pm.max_children": 30, "catch_workers_output": "yes",
+                          "rlimit_files": 64}, workers=False)
+    m = p.wait_log(r"^%sERROR: \[pool www\] pipe2\(\) failed: Too many open files; next "
+                   r"try in \d+\.\d s$" % TIME_PREFIX)
+    (manager,) = p.manager_pids("www")
+    workers = p.worker_pids()
+    assert 10 <= len(workers) < 30, workers
+    for _ in range(5):
+        # a retry may have found room for one more worker meanwhile
+        assert fcgi_get(p.address(), "/pid").json()["pid"] in p.worker_pids()
+    time.sleep(3)     # a crash loop, or a line per retry, would show by now
+    assert p.manager_pids("www") == [manager]
+    assert p.log().count("failed: Too many open files") == 1, p.log()[m.start():]
+    assert not re.search(r"manager \d+ exited|crashed", p.log()), p.log()
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.skipif(os.geteuid() != 0, reason="the pool must run as another user")
+def test_fork_failures_are_rate_limited_and_backed_off(pfm_factory):
+    """Issue 9, item 11: fork() failing (here: RLIMIT_NPROC = 1 for the
+    pool's user; root, the master, is exempt) was logged at every attempt,
+    thousands of lines while connections waited. Now one line per 10 s,
+    forks backed off, and the manager lives on."""
+    p = pfm_factory(pool={"user": "nobody", "pm": "ondemand", "pm.max_children": 2},
+                    rlimits={resource.RLIMIT_NPROC: (1, 1)}, workers=False)
+    (manager,) = harness.wait_for(lambda: p.manager_pids("www"), 10, "the pool manager")
+    waiting = [Background(fcgi_get, p.address(), "/pid", timeout=30) for _ in range(3)]
+    m = p.wait_log(r"^%sERROR: \[pool www\] fork\(\) failed: Resource temporarily "
+                   r"unavailable" % TIME_PREFIX)
+    time.sleep(3)
+    assert p.log().count("fork() failed") == 1, p.log()[m.start():][:3000]
+    assert p.log()[m.end():].startswith("; next try in 0.1 s\n"), p.log()[m.start():]
+    assert p.manager_pids("www") == [manager] and not p.worker_pids()
+    assert p.stop() == 0
+    for request in waiting:
+        with pytest.raises((ConnectionError, OSError)):
+            request.join_result(10)
+
+
+# ---- processes the application starts ------------------------------------------------------
+
+
+def _holds_socket(pid: int, inode: int) -> bool:
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    target = "socket:[%d]" % inode
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _listen_inode(p) -> int:
+    """The inode of the pool's listening socket, from its master's descriptors."""
+    host, port = p.address()
+    for fd in os.listdir("/proc/%d/fd" % p.pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (p.pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inode = int(link[8:-1])
+            for line in open("/proc/net/tcp").readlines()[1:]:
+                f = line.split()
+                if int(f[9]) == inode and f[3] == "0A" and int(f[1].split(":")[1], 16) == port:
+                    return inode
+    raise AssertionError("no listening socket for port %d in the master" % port)
+
+
+@pytest.mark.timeout(40)
+def test_children_the_app_starts_neither_hold_the_socket_nor_outlive_the_pool(pfm_factory,
+                                                                                run_dir):
+    """Issue 9, item 12: children the app forked used to survive pfm's stop
+    holding the listening socket, so the next start exited 78. Now a child
+    forked by Python (os.fork) or exec'd (posix_spawn) never holds it, one
+    forked from C does but stays in its worker's process group, and when
+    the pool stops every one of them is ended: the address can be bound
+    again at once."""
+    p = pfm_factory(pool={"app": "forking:app", "pm.max_children": 1})
+    inode = _listen_inode(p)
+    children = {}
+    for how, path, query in (("python", "/fork", "how=python"), ("c", "/fork", "how=c"),
+                             ("exec", "/spawn", "")):
+        pidfile = run_dir / ("child-" + how)
+        r = fcgi_get(p.address(), path, "&".join(filter(None, [query, "pidfile=%s" % pidfile])))
+        assert r.status == 200, r
+        children[how] = r.json()["child"]
+    (worker,) = p.worker_pids()
+    groups = {how: harness.proc_stat(c)["pgrp"] for how, c in children.items()}
+    holding = {how: _holds_socket(c, inode) for how, c in children.items()}
+    os.kill(p.pid, signal.SIGTERM)      # not p.stop(): its SIGKILL to the groups would
+    assert p.proc.wait(10) == 0         # end what pfm must end by itself
+    again = pfm_factory(pool={"app": "forking:app", "pm.max_children": 1,
+                              "listen": p.listen()})
+    assert fcgi_get(again.address(), "/pid").json()["pid"] in again.worker_pids()
+    wait_for(lambda: _gone(children.values()), 5, "the app's children to be ended",
+             on_fail=lambda: repr({h: harness.cmdline(c) for h, c in children.items()
+                                   if harness.alive(c)}))
+    assert groups == {"python": worker, "c": worker, "exec": worker}
+    assert holding == {"python": False, "c": True, "exec": False}   # C forks skip the hooks
+
+
+@pytest.mark.timeout(40)
+def test_a_detached_child_holding_the_socket_is_named_when_the_pool_stops(pfm_factory,
+                                                                         run_dir):
+    """A child the app forked from C and put in a session of its own is out
+    of pfm's reach: when the pool stops it is left alone, and the pool
+    manager says which pid still holds the listening socket."""
+    p = pfm_factory(pool={"app": "forking:app", "pm.max_children": 1})
+    pidfile = run_dir / "detached"
+    child = fcgi_get(p.address(), "/fork", "how=detached&pidfile=%s" % pidfile).json()["child"]
+    try:
+        assert harness.proc_stat(child)["pgrp"] == child
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.proc.wait(10) == 0
+        assert harness.alive(child)
+        p.wait_log(r"^%sWARNING: \[pool www\] processes the app started outside its workers' "
+                   r"process groups still hold the listening socket %s: pid %d \(pfm: pool "
+                   r"www\); it cannot be bound again until they exit$"
+                   % (TIME_PREFIX, re.escape(p.listen()), child))
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
