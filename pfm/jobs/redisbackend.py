@@ -1,0 +1,129 @@
+"""The shared queue: one Redis for many hosts, through redis-py.
+
+Each state change is one script call (see redislua.py for the keys and why),
+so a claim, an acknowledgement or a retry is one round trip and atomic. An
+idle consumer blocks in BLPOP on its queues' wake-up keys rather than polling.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import redis
+
+from . import redislua
+from .backend import DEFAULT_KEEP_DONE, Backend
+from .job import DEAD, DELAYED, Claim, Idle, JobInfo
+from .stats import QueueStats
+
+_PURGE_BATCH = 1000
+
+
+class RedisBackend(Backend):
+    transient_errors = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+    def __init__(self, url: str, keep_done: float = DEFAULT_KEEP_DONE, prefix: str = "pfm:jobs"):
+        self.url = url
+        self.keep_done = keep_done
+        self.prefix = prefix
+        # The client's pool is thread-safe and notices fork() (it checks the pid).
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        reg = self.client.register_script
+        self._enqueue, self._claim = reg(redislua.ENQUEUE), reg(redislua.CLAIM)
+        self._renew, self._ack, self._fail = (reg(redislua.RENEW), reg(redislua.ACK),
+                                              reg(redislua.FAIL))
+        self._retry, self._purge, self._stats = (reg(redislua.RETRY), reg(redislua.PURGE),
+                                                 reg(redislua.STATS))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- producers ------------------------------------------------------------------
+
+    def enqueue(self, queue: str, call: str, max_attempts: int, delay: float) -> str:
+        return str(self._enqueue(args=(self.prefix, queue, call, max_attempts, delay)))
+
+    # -- consumers ------------------------------------------------------------------
+
+    def claim(self, queues: Sequence[str], lease: float) -> Union[Claim, Idle]:
+        got = self._claim(args=(self.prefix, lease) + tuple(queues))
+        if isinstance(got, list):
+            id_, queue, call, attempt, max_attempts = got
+            return Claim(id_, queue, call, int(attempt), int(max_attempts))
+        return Idle(None if got is None else float(got))
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        # BLPOP's timeout is in seconds with decimals (Redis >= 6); 0 would mean forever.
+        self.client.blpop(["%s:wake:%s" % (self.prefix, q) for q in queues],
+                          timeout=max(timeout, 0.01))
+
+    def renew(self, claim: Claim, lease: float) -> bool:
+        return self._renew(args=(self.prefix, claim.queue, claim.id, claim.attempt, lease)) == 1
+
+    def ack(self, claim: Claim) -> bool:
+        return self._ack(args=(self.prefix, claim.queue, claim.id, claim.attempt,
+                               self.keep_done)) == 1
+
+    def fail(self, claim: Claim, error: str, retry_in: float) -> Optional[str]:
+        state = self._fail(args=(self.prefix, claim.queue, claim.id, claim.attempt, error,
+                                 retry_in))
+        return {"dead": DEAD, "delayed": DELAYED}.get(state)
+
+    # -- operators ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Optional[JobInfo]:
+        return self._info(job_id, self.client.hgetall(self._key(job_id)))
+
+    def _key(self, job_id: str) -> str:
+        return "%s:job:%s" % (self.prefix, job_id)
+
+    @staticmethod
+    def _info(job_id: str, h: dict) -> Optional[JobInfo]:
+        if not h or "call" not in h:
+            return None
+        return JobInfo.build(job_id, h["q"], h["state"], h["call"], h["n"], h["max"],
+                             h["enq"], h["at"], h.get("err"))
+
+    def stats(self) -> List[QueueStats]:
+        rows = self._stats(args=(self.prefix,))
+        return sorted((QueueStats(q, *map(int, counts)) for q, *counts in rows),
+                      key=lambda s: s.queue)
+
+    def _queues(self, queue: Optional[str]) -> List[str]:
+        return [queue] if queue else sorted(self.client.smembers(self.prefix + ":queues"))
+
+    def dead(self, queue: Optional[str] = None, limit: int = 100) -> List[JobInfo]:
+        found = []
+        for q in self._queues(queue):
+            found += self.client.zrevrange("%s:dead:%s" % (self.prefix, q), 0, limit - 1,
+                                           withscores=True)
+        found.sort(key=lambda pair: -pair[1])
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id, _ in found[:limit]:
+                pipe.hgetall(self._key(job_id))
+            hashes = pipe.execute()
+        jobs = (self._info(job_id, h) for (job_id, _), h in zip(found, hashes))
+        return [job for job in jobs if job is not None]
+
+    def retry(self, job_id: str) -> bool:
+        return self._retry(args=(self.prefix, job_id)) == 1
+
+    def retry_dead(self, queue: Optional[str] = None) -> int:
+        total = 0
+        for q in self._queues(queue):
+            key = "%s:dead:%s" % (self.prefix, q)
+            while True:
+                ids = self.client.zrange(key, 0, _PURGE_BATCH - 1)
+                n = self._retry(args=(self.prefix, *ids)) if ids else 0
+                if not n:  # empty, or only ids whose job is gone
+                    break
+                total += n
+        return total
+
+    def purge(self, queue: str) -> int:
+        total = 0
+        while True:
+            n = self._purge(args=(self.prefix, queue, _PURGE_BATCH))
+            if not n:
+                return total
+            total += n
