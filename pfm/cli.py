@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["jobs"]:  # `pfm jobs ...`: the job queues (pfm/jobs/cli.py)
+        from .jobs.cli import main as jobs_main
+        return jobs_main(argv[1:], config_url=None)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest:

@@ -76,13 +76,14 @@ def wait_tokens(path, tokens, timeout: float, procs=()) -> collections.Counter:
 class ConsumerThread(threading.Thread):
     """A Consumer run in a thread of the test process, stopped at exit."""
 
-    def __init__(self, consumer):
+    def __init__(self, consumer, max_jobs=None):
         super().__init__(daemon=True)
         self.consumer = consumer
+        self.max_jobs = max_jobs
         self.ran = None
 
     def run(self):
-        self.ran = self.consumer.run()
+        self.ran = self.consumer.run(max_jobs=self.max_jobs)
 
     def __enter__(self):
         self.start()

@@ -72,6 +72,11 @@ class Consumer:
         self._heartbeat: Optional[_Heartbeat] = None
         self._outage = 0  # failed claims in a row
 
+    @property
+    def idle(self) -> bool:
+        """True while the consumer waits for work (it holds no job)."""
+        return self._waiting
+
     def stop(self) -> None:
         """Finish the current job, then return from run(). Safe to call from a
         signal handler: in the thread running run(), an idle wait ends at once."""
