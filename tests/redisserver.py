@@ -36,11 +36,12 @@ class RedisServer:
     def unix_url(self) -> str:
         return "redis+unix://%s?db=0" % self.socket
 
-    def start(self, attempts: int = 3) -> "RedisServer":
+    def start(self, attempts: int = 3, port: int = 0) -> "RedisServer":
+        """Start on `port` (a restart), or on a free port."""
         assert os.path.exists(REDIS_SERVER), (
             "redis-server is missing (Debian's redis-server; scripts/setup installs it)")
         for _ in range(attempts):  # a free port can be taken before redis binds it
-            self.port = harness.free_port()
+            self.port = port or harness.free_port()
             self.proc = subprocess.Popen(
                 [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                  "--unixsocket", self.socket, "--unixsocketperm", "700",

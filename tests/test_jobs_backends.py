@@ -4,6 +4,7 @@ interface directly with short leases."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -236,3 +237,23 @@ def test_redis_over_a_unix_socket(redis_server):
 def _claim_or_none(backend, lease=30.0):
     got = backend.claim(["default"], lease)
     return got if isinstance(got, jobs.Claim) else None
+
+
+def test_a_backend_opened_before_fork_works_in_both_processes(backend, jobs_url):
+    """A pool manager that preloads the app may enqueue (and so connect)
+    before forking its workers: each process must get connections of its own."""
+    first = jobs.enqueue("jobfuncs:echo", 1, url=jobs_url)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: enqueue through the inherited cache, report, leave
+        try:
+            os.close(r)
+            os.write(w, jobs.enqueue("jobfuncs:echo", 2, url=jobs_url).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        child = pipe.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    third = jobs.enqueue("jobfuncs:echo", 3, url=jobs_url)
+    assert [claim(backend).id for _ in range(3)] == [first, child, third]

@@ -150,3 +150,24 @@ def test_stop_between_jobs_leaves_the_rest_ready(jobs_url, run_dir):
     assert c.run() == 1
     assert [jobs.status(i, url=jobs_url).state for i in ids] == \
         [jobs.DONE, jobs.READY, jobs.READY]
+
+
+def test_a_consumer_waits_out_a_redis_restart(run_dir):
+    from redisserver import RedisServer
+    server = RedisServer(run_dir).start()
+    record, logged = run_dir / "record", []
+    try:
+        c = consumer(server.url, log=lambda level, message: logged.append(message))
+        with ConsumerThread(c):
+            jobs.enqueue("jobfuncs:record", str(record), "before", url=server.url)
+            wait_tokens(record, ["before"], 10)
+            server.stop()
+            harness.wait_for(lambda: any("unavailable" in m for m in logged), 10,
+                             "the consumer to notice the outage")
+            server.start(port=server.port)
+            jobs.enqueue("jobfuncs:record", str(record), "after", url=server.url)
+            wait_tokens(record, ["after"], 15)
+    finally:
+        server.stop()
+    assert logged[0].startswith("job queue %s unavailable, retrying: " % server.url)
+    assert logged[-1] == "job queue %s is back" % server.url

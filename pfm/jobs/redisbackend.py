@@ -7,6 +7,7 @@ idle consumer blocks in BLPOP on its queues' wake-up keys rather than polling.
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional, Sequence, Union
 
 import redis
@@ -41,7 +42,8 @@ class RedisBackend(Backend):
     # -- producers ------------------------------------------------------------------
 
     def enqueue(self, queue: str, call: str, max_attempts: int, delay: float) -> str:
-        return str(self._enqueue(args=(self.prefix, queue, call, max_attempts, delay)))
+        return str(self._enqueue(args=(self.prefix, queue, call, max_attempts, delay,
+                                       time.time())))
 
     # -- consumers ------------------------------------------------------------------
 
@@ -81,8 +83,8 @@ class RedisBackend(Backend):
     def _info(job_id: str, h: dict) -> Optional[JobInfo]:
         if not h or "call" not in h:
             return None
-        return JobInfo.build(job_id, h["q"], h["state"], h["call"], h["n"], h["max"],
-                             h["enq"], h["at"], h.get("err"))
+        return JobInfo.build(job_id, h["q"], h["state"], h["call"], h.get("n", 0), h["max"],
+                             h["enq"], h.get("at", h["enq"]), h.get("err"))
 
     def stats(self) -> List[QueueStats]:
         rows = self._stats(args=(self.prefix,))

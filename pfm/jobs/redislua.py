@@ -7,7 +7,8 @@ hosts whose clocks disagree still agree on leases and delays.
 
 Keys, under a prefix P (default `pfm:jobs`):
   P:id             the last job id (INCR: ids are never reused)
-  P:job:ID         hash: q, call, max, n (attempts started), state, enq, at, err
+  P:job:ID         hash: q, call, max, n (attempts started), state, enq (enqueued
+                   at), at (see JobInfo.at), err (the last traceback)
   P:queues         set of queue names (dropped by `stats` once a queue is empty)
   P:ready:Q        list of ready ids: pushed on the left, claimed from the right
   P:delayed:Q      zset id -> when it may run (delays and retry back-off)
@@ -49,19 +50,22 @@ local function owned(key, n)
 end
 """
 
-# ARGV: P, queue, call, max_attempts, delay -> id
+# ARGV: P, queue, call, max_attempts, delay, the client's time -> id
+# The cheapest script of all (it runs inside web requests): a ready job's hash
+# has no 'n' (no attempt yet) and no 'at', and the server's clock is read only
+# for a delay.
 ENQUEUE = PRELUDE + r"""
 local q, delay = ARGV[2], tonumber(ARGV[5])
-local t = now()
 local id = redis.call('INCR', P .. ':id')
 local key = P .. ':job:' .. id
 if delay > 0 then
-  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'n', 0,
-             'state', 'delayed', 'enq', t, 'at', t + delay)
-  redis.call('ZADD', P .. ':delayed:' .. q, t + delay, id)
+  local at = now() + delay
+  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'state', 'delayed',
+             'enq', ARGV[6], 'at', at)
+  redis.call('ZADD', P .. ':delayed:' .. q, at, id)
 else
-  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'n', 0,
-             'state', 'ready', 'enq', t, 'at', t)
+  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'state', 'ready',
+             'enq', ARGV[6])
   redis.call('LPUSH', P .. ':ready:' .. q, id)
 end
 redis.call('SADD', P .. ':queues', q)
@@ -107,7 +111,7 @@ for i = 3, #ARGV do
     local key = P .. ':job:' .. id
     local job = redis.call('HMGET', key, 'call', 'max', 'n')
     if job[1] then
-      local n = tonumber(job[3]) + 1
+      local n = (tonumber(job[3]) or 0) + 1
       redis.call('HSET', key, 'n', n, 'state', 'running', 'at', t + lease)
       redis.call('ZADD', running, t + lease, id)
       -- More work: pass the wake-up on to another waiting consumer.

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""pfm's job queue beside rq and huey: what an enqueue costs, how many jobs a second.
+
+    .venv/bin/python benchmarks/jobs.py [--quick] [--jobs N] [--consumers 1,2]
+                                        [--rounds N] [--peers LIST] [--keep-tmp]
+
+Installs what is missing (Debian's redis-server with apt-get; rq and huey
+with pip into the running interpreter's environment: benchmark-only, pfm never
+imports them), then starts its own redis-server on a UNIX socket in a fresh
+temporary directory (no persistence) and, for every peer, round by round so
+that all peers see the same machine:
+
+1. enqueues --jobs trivial jobs (benchmarks/apps/jobpeers.py:noop) from this
+   process with nothing consuming: the wall time of one call is the cost an
+   enqueue adds to a web request. A plain redis-py LPUSH to the same server is
+   the reference (pfm's aim: less than LPUSH + 50 µs);
+2. starts N consumer processes (huey: one consumer with N worker processes)
+   and times the queue from its first job taken to empty (start-up excluded):
+   jobs per second, and the CPU the consumers' process trees and redis-server
+   spent per job (read from /proc; the steadiest figure on a shared machine).
+
+Peers: pfm on SQLite and on Redis; rq's default Worker (forks one child per
+job) and its SimpleWorker (no fork), both on Redis; huey on SQLite and on
+Redis. Each Redis peer has a database of its own. Every process started is
+stopped on every way out, and the directory removed (--keep-tmp keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "apps"))
+
+from benchlib import install, measure, report  # noqa: E402
+from benchlib.procs import PROCS, log, on_exit, scratch_dir, tail, wait_for  # noqa: E402
+
+PEERS = ["pfm-sqlite", "pfm-redis", "rq", "rq-simple", "huey-sqlite", "huey-redis"]
+REDIS_DB = {"pfm-redis": 1, "rq": 2, "rq-simple": 2, "huey-redis": 3}
+LPUSH = "redis LPUSH (reference)"
+
+
+@dataclass
+class Samples:
+    enqueue_us: List[float] = field(default_factory=list)
+    over_lpush_us: List[float] = field(default_factory=list)  # paired with an LPUSH run
+    rate: Dict[int, List[float]] = field(default_factory=dict)
+    cpu_us: Dict[int, List[float]] = field(default_factory=dict)
+    server_us: Dict[int, List[float]] = field(default_factory=dict)
+
+
+class Redis:
+    """Our own redis-server: a UNIX socket in the temporary directory, nothing saved."""
+
+    def __init__(self, tmp: Path):
+        self.socket = tmp / "redis.sock"
+        self.proc = PROCS.start("redis-server", [
+            "/usr/bin/redis-server", "--port", "0", "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700", "--dir", str(tmp), "--save", "", "--appendonly", "no",
+            "--logfile", str(tmp / "redis.log")], tmp / "redis.out")
+        wait_for("redis-server", self.socket.exists, self.proc, [tmp / "redis.log"])
+
+    def url(self, db: int, scheme: str = "unix") -> str:
+        return "%s://%s?db=%d" % (scheme, self.socket, db)
+
+    def cpu(self) -> float:
+        return measure.tree_cpu(self.proc.pid).get("master", 0.0)
+
+
+class Peer:
+    """How to enqueue `noop`, count what is left, and start consumers, for one peer."""
+
+    def __init__(self, name: str, tmp: Path, redis: Redis, run: int):
+        self.name, self.kind = name, name.split("-")[0]
+        backend = "sqlite" if name.endswith("sqlite") else "redis"
+        if backend == "sqlite":  # a fresh file per run
+            path = tmp / ("%s-%d.sqlite3" % (name, run))
+            self.target = ("sqlite://%s" % path) if self.kind == "pfm" else "sqlite:%s" % path
+        else:
+            db = REDIS_DB[name]
+            scheme = "redis+unix" if self.kind == "pfm" else "unix"
+            self.target = redis.url(db, scheme)
+            import redis as redis_py
+            redis_py.Redis.from_url(redis.url(db)).flushdb()
+        self.enqueue, self.remaining = self._client()
+
+    def _client(self):
+        import jobpeers
+        if self.kind == "pfm":
+            from pfm import jobs
+            backend = jobs.open_backend(self.target)
+
+            def left() -> int:
+                return sum(s.ready + s.running + s.delayed for s in backend.stats()
+                           if s.queue == jobpeers.QUEUE)
+            return (lambda: jobs.enqueue(jobpeers.noop, queue=jobpeers.QUEUE,
+                                         url=self.target)), left
+        if self.kind == "rq":
+            from redis import Redis as Client
+            from rq import Queue
+            from rq.registry import StartedJobRegistry
+            queue = Queue(jobpeers.QUEUE, connection=Client.from_url(self.target))
+            started = StartedJobRegistry(queue=queue)
+            return (lambda: queue.enqueue(jobpeers.noop)), (lambda: queue.count + started.count)
+        huey, task = jobpeers.huey_app(self.target)
+        return task, huey.pending_count
+
+    def consumers(self, n: int, tmp: Path) -> List[subprocess.Popen]:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE / "apps"), str(ROOT)]))
+        # imported, not run as __main__: huey names tasks after their module
+        argv = [sys.executable, "-c", "import sys, jobpeers; jobpeers.main(sys.argv[1:])",
+                self.kind if self.kind != "rq" else self.name, self.target]
+        if self.kind == "huey":
+            return [PROCS.start(self.name, argv + [str(n)], tmp / (self.name + ".log"), env=env)]
+        return [PROCS.start(self.name, argv + ["1"], tmp / (self.name + ".log"), env=env)
+                for _ in range(n)]
+
+
+def timed_enqueues(enqueue: Callable[[], object], count: int) -> float:
+    """Microseconds per call."""
+    started = time.perf_counter()
+    for _ in range(count):
+        enqueue()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def drain(peer: Peer, n: int, jobs: int, tmp: Path, redis: Redis, s: Samples) -> None:
+    """Start n consumers on a full queue; time it from the first job taken to empty."""
+    procs = peer.consumers(n, tmp)
+    try:
+        deadline = time.monotonic() + 120
+        while (left := peer.remaining()) >= jobs:
+            _check_alive(peer, procs, deadline, tmp)
+            time.sleep(0.002)
+        t0, cpu0, srv0 = time.perf_counter(), _cpu(procs), redis.cpu()
+        while peer.remaining() > 0:
+            _check_alive(peer, procs, deadline, tmp)
+            time.sleep(0.002)
+        elapsed, cpu1, srv1 = time.perf_counter() - t0, _cpu(procs), redis.cpu()
+    finally:
+        for proc in procs:
+            PROCS.stop_one(proc)
+    done = left  # what was left at t0 is what ran in `elapsed`
+    s.rate.setdefault(n, []).append(done / elapsed)
+    s.cpu_us.setdefault(n, []).append((cpu1 - cpu0) / done * 1e6)
+    s.server_us.setdefault(n, []).append((srv1 - srv0) / done * 1e6)
+
+
+def _cpu(procs: List[subprocess.Popen]) -> float:
+    return sum(sum(measure.tree_cpu(p.pid).values()) for p in procs)
+
+
+def _check_alive(peer: Peer, procs, deadline: float, tmp: Path) -> None:
+    dead = [p for p in procs if p.poll() is not None]
+    if dead or time.monotonic() > deadline:
+        why = "a consumer exited" if dead else "120 s passed"
+        raise SystemExit("%s: %s\n%s" % (peer.name, why, tail([tmp / (peer.name + ".log")])))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> Dict[str, Samples]:
+    import redis as redis_py
+    redis = Redis(tmp)
+    lpush = redis_py.Redis.from_url(redis.url(0))
+    results: Dict[str, Samples] = {name: Samples() for name in [LPUSH] + args.peers}
+    runs = 0
+    for round_ in range(1, args.rounds + 1):
+        for n in args.consumers:
+            log("round %d of %d, %d consumer(s)" % (round_, args.rounds, n))
+            for name in args.peers:
+                runs += 1
+                peer = Peer(name, tmp, redis, runs)
+                # LPUSH right before the peer: each difference compares one moment
+                reference = timed_enqueues(lambda: lpush.lpush("lpush", "x"), args.jobs)
+                lpush.delete("lpush")
+                us = timed_enqueues(peer.enqueue, args.jobs)
+                results[LPUSH].enqueue_us.append(reference)
+                results[name].enqueue_us.append(us)
+                results[name].over_lpush_us.append(us - reference)
+                drain(peer, n, args.jobs, tmp, redis, results[name])
+    return results
+
+
+def render(results: Dict[str, Samples], args: argparse.Namespace) -> List[str]:
+    med = statistics.median
+    ref = med(results[LPUSH].enqueue_us)
+    out = ["## enqueue: µs per call, from this process, nothing consuming (median)", "",
+           "| peer | µs per enqueue | minus the LPUSH run just before |", "|---|---:|---:|",
+           "| %s | %.1f | |" % (LPUSH, ref)]
+    for name in args.peers:
+        s = results[name]
+        out.append("| %s | %.1f | %+.1f |" % (name, med(s.enqueue_us), med(s.over_lpush_us)))
+    cols = args.consumers
+    out += ["", "## throughput: jobs/s from the first job taken to an empty queue (median); "
+            "CPU µs per job of the consumers and of redis-server", "",
+            "| peer | " + " | ".join("%d consumer%s jobs/s" % (n, "s" * (n > 1)) for n in cols)
+            + " | " + " | ".join("CPU µs/job (%d)" % n for n in cols)
+            + " | redis-server µs/job |",
+            "|---|" + "---:|" * (2 * len(cols) + 1)]
+    for name in args.peers:
+        s = results[name]
+        server = med(s.server_us[cols[0]]) if name in REDIS_DB else None
+        out.append("| %s | " % name
+                   + " | ".join(report.fmt(med(s.rate[n])) for n in cols) + " | "
+                   + " | ".join(report.fmt(med(s.cpu_us[n])) for n in cols) + " | "
+                   + (report.fmt(server) if server is not None else "") + " |")
+    return out
+
+
+def versions() -> str:
+    import huey
+    import redis
+    import rq
+    server = subprocess.run(["/usr/bin/redis-server", "--version"], capture_output=True,
+                            text=True).stdout.split()
+    return "tools: redis-server %s, redis-py %s, rq %s, huey %s" % (
+        next((w[2:] for w in server if w.startswith("v=")), "?"), redis.__version__,
+        rq.__version__, huey.__version__)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="500 jobs, 1 round, 1 consumer")
+    p.add_argument("--jobs", type=int, default=2000, help="jobs per run (default 2000)")
+    p.add_argument("--consumers", default="1,2", help="consumer processes (default 1,2)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--peers", default=",".join(PEERS), help="default: " + ",".join(PEERS))
+    p.add_argument("--results", default=str(HERE / "results"),
+                   help="directory of the markdown copy (benchmarks/results)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
+    p.add_argument("--no-install", action="store_true", help="fail instead of installing")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.jobs, args.rounds, args.consumers = 500, 1, "1"
+    args.consumers = [int(n) for n in args.consumers.split(",")]
+    args.peers = args.peers.split(",")
+    unknown = set(args.peers) - set(PEERS)
+    if unknown or args.jobs < 1 or args.rounds < 1 or min(args.consumers) < 1:
+        p.error("unknown peers %s" % sorted(unknown) if unknown
+                else "--jobs, --rounds and --consumers must be positive")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    install.ensure_apt(["redis-server"], not args.no_install)
+    install.ensure_pip(["rq", "huey"], not args.no_install)
+    on_exit()
+    with scratch_dir("pfm-jobs-", args.keep_tmp) as tmp:
+        text = ["# pfm's job queue beside rq and huey, %s" % report.stamp(), "",
+                "command: `%s`" % report.command_line("jobs.py", argv), ""]
+        text += ["- " + line for line in report.machine_lines(tools=False)] + ["- " + versions()]
+        text += ["- %d jobs per run, %d round(s), consumers %s" % (
+            args.jobs, args.rounds, ",".join(map(str, args.consumers))), ""]
+        text += render(run(args, tmp), args)
+        body = "\n".join(text) + "\n"
+        print(body, flush=True)
+        log("wrote %s" % report.write(Path(args.results), "jobs", body))
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
