@@ -15,26 +15,21 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
+from ..cli import EX_USAGE, UsageParser
 from .api import resolve_url
 from .backend import Backend, open_backend
 from .stats import describe_dead, table, with_queues
 
-EX_USAGE, EX_UNAVAILABLE = 64, 69
+EX_UNAVAILABLE = 69
 USAGE = """\
-usage: pfm jobs [--url URL] [--queue QUEUE] [--limit N] [--json]
+Usage: pfm jobs [--url URL] [--queue QUEUE] [--limit N] [--json]
        pfm jobs retry ID... | --all [--queue QUEUE]
        pfm jobs purge QUEUE
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        sys.stderr.write("pfm jobs: %s\n%s" % (message, USAGE))
-        sys.exit(EX_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pfm jobs", usage=USAGE[len("usage: "):], add_help=True,
+    p = UsageParser(prog="pfm jobs", usage=USAGE[len("Usage: "):], add_help=True,
                 description="Show the job queues, retry dead jobs, purge a queue.")
     p.add_argument("--url", help="the queue's URL (default: the config's jobs.url, "
                                  "else $PFM_JOBS_URL, else the embedded SQLite file)")
