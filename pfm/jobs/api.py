@@ -53,7 +53,9 @@ def enqueue(func: Union[str, Callable[..., Any]], *args: Any, queue: str = "defa
     `func` is a module-level function or its "module:function" name. The
     arguments must be JSON-serialisable (TypeError here, naming the argument,
     if not). The job runs no earlier than `delay` seconds from now, at least
-    once, and up to `max_attempts` times while it raises."""
+    once, and up to `max_attempts` times while it raises. (`queue`, `delay`,
+    `max_attempts` and `url` are enqueue's own: a function taking keyword
+    arguments of those names needs a wrapper.)"""
     name = func_name(func)
     check_queue(queue)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:

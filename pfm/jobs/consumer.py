@@ -11,6 +11,10 @@ Stopping, as a supervisor asks for it:
 * QUIT: call `stop()` (signal-handler safe). The current job finishes and is
   acknowledged, then `run()` returns; an idle consumer returns at once.
 * TERM: just exit. The job's lease runs out and another consumer runs it.
+
+A job that raises SystemExit or KeyboardInterrupt ends run() the same way:
+its lease runs out and the job runs again. The heartbeat needs the GIL now and
+then: a C extension holding it for longer than a lease makes the job run twice.
 """
 
 from __future__ import annotations
