@@ -17,10 +17,10 @@ def _append(path: str, text: str) -> None:
 
 
 def record(path: str, token, pause: float = 0.0) -> None:
-    """Pause (a window for a kill between the work and its ack), then record."""
+    """Record, then pause: a window for a kill between the work and its ack."""
+    _append(path, "%s %d %.6f\n" % (token, os.getpid(), time.time()))
     if pause:
         time.sleep(pause)
-    _append(path, "%s %d %.6f\n" % (token, os.getpid(), time.time()))
 
 
 def fail_always(path: str, token) -> None:
