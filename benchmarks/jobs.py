@@ -15,9 +15,10 @@ that all peers see the same machine:
    enqueue adds to a web request. A plain redis-py LPUSH to the same server is
    the reference (pfm's aim: less than LPUSH + 50 µs);
 2. starts N consumer processes (huey: one consumer with N worker processes)
-   and times the queue from its first job taken to empty (start-up excluded):
-   jobs per second, and the CPU the consumers' process trees and redis-server
-   spent per job (read from /proc; the steadiest figure on a shared machine).
+   and times the queue from its first job taken to empty (start-up excluded;
+   at most --budget seconds, which only rq's forking Worker needs): jobs per
+   second, and the CPU the consumers' process trees and redis-server spent
+   per job (read from /proc; the steadiest figure on a shared machine).
 
 Peers: pfm on SQLite and on Redis; rq's default Worker (forks one child per
 job) and its SimpleWorker (no fork), both on Redis; huey on SQLite and on
@@ -134,8 +135,10 @@ def timed_enqueues(enqueue: Callable[[], object], count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
-def drain(peer: Peer, n: int, jobs: int, tmp: Path, redis: Redis, s: Samples) -> None:
-    """Start n consumers on a full queue; time it from the first job taken to empty."""
+def drain(peer: Peer, n: int, jobs: int, budget: float, tmp: Path, redis: Redis,
+          s: Samples) -> None:
+    """Start n consumers on a full queue; time it from the first job taken to
+    empty, or for `budget` seconds at most (rq's forking Worker is slow)."""
     procs = peer.consumers(n, tmp)
     try:
         deadline = time.monotonic() + 120
@@ -143,14 +146,14 @@ def drain(peer: Peer, n: int, jobs: int, tmp: Path, redis: Redis, s: Samples) ->
             _check_alive(peer, procs, deadline, tmp)
             time.sleep(0.002)
         t0, cpu0, srv0 = time.perf_counter(), _cpu(procs), redis.cpu()
-        while peer.remaining() > 0:
+        while (remaining := peer.remaining()) > 0 and time.perf_counter() - t0 < budget:
             _check_alive(peer, procs, deadline, tmp)
             time.sleep(0.002)
         elapsed, cpu1, srv1 = time.perf_counter() - t0, _cpu(procs), redis.cpu()
     finally:
         for proc in procs:
             PROCS.stop_one(proc)
-    done = left  # what was left at t0 is what ran in `elapsed`
+    done = left - remaining
     s.rate.setdefault(n, []).append(done / elapsed)
     s.cpu_us.setdefault(n, []).append((cpu1 - cpu0) / done * 1e6)
     s.server_us.setdefault(n, []).append((srv1 - srv0) / done * 1e6)
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace, tmp: Path) -> Dict[str, Samples]:
                 results[LPUSH].enqueue_us.append(reference)
                 results[name].enqueue_us.append(us)
                 results[name].over_lpush_us.append(us - reference)
-                drain(peer, n, args.jobs, tmp, redis, results[name])
+                drain(peer, n, args.jobs, args.budget, tmp, redis, results[name])
     return results
 
 
@@ -232,6 +235,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="500 jobs, 1 round, 1 consumer")
     p.add_argument("--jobs", type=int, default=2000, help="jobs per run (default 2000)")
     p.add_argument("--consumers", default="1,2", help="consumer processes (default 1,2)")
+    p.add_argument("--budget", type=float, default=15.0,
+                   help="longest time a queue is drained for, in seconds (default 15)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--peers", default=",".join(PEERS), help="default: " + ",".join(PEERS))
     p.add_argument("--results", default=str(HERE / "results"),
