@@ -53,8 +53,14 @@ LPUSH = "redis LPUSH (reference)"
 
 @dataclass
 class Samples:
+    # per round, medians over its batches: wall µs per enqueue, and its excess
+    # over the LPUSH batch just before it; the same for this process's CPU and
+    # redis-server's CPU
     enqueue_us: List[float] = field(default_factory=list)
-    over_lpush_us: List[float] = field(default_factory=list)  # paired with an LPUSH run
+    over_lpush_us: List[float] = field(default_factory=list)
+    client_cpu_us: List[float] = field(default_factory=list)
+    client_over_lpush_us: List[float] = field(default_factory=list)
+    server_over_lpush_us: List[float] = field(default_factory=list)
     rate: Dict[int, List[float]] = field(default_factory=dict)
     cpu_us: Dict[int, List[float]] = field(default_factory=dict)
     server_us: Dict[int, List[float]] = field(default_factory=dict)
@@ -70,12 +76,23 @@ class Redis:
             "--unixsocketperm", "700", "--dir", str(tmp), "--save", "", "--appendonly", "no",
             "--logfile", str(tmp / "redis.log")], tmp / "redis.out")
         wait_for("redis-server", self.socket.exists, self.proc, [tmp / "redis.log"])
+        import redis
+        self.client = redis.Redis.from_url(self.url(0))
 
     def url(self, db: int, scheme: str = "unix") -> str:
         return "%s://%s?db=%d" % (scheme, self.socket, db)
 
+    def command_usec(self) -> int:
+        """Microseconds redis-server spent in commands so far (INFO commandstats,
+        finer than /proc's 10 ms ticks; INFO itself left out)."""
+        stats = self.client.info("commandstats")
+        return sum(v["usec"] for k, v in stats.items() if k != "cmdstat_info")
+
     def cpu(self) -> float:
-        return measure.tree_cpu(self.proc.pid).get("master", 0.0)
+        """redis-server's CPU seconds (one process: /proc/PID/stat, cheap to read)."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / measure.CLK_TCK
 
 
 class Peer:
@@ -127,12 +144,32 @@ class Peer:
                 for _ in range(n)]
 
 
-def timed_enqueues(enqueue: Callable[[], object], count: int) -> float:
-    """Microseconds per call."""
-    started = time.perf_counter()
+def timed_calls(call: Callable[[], object], count: int, redis: Redis) -> tuple:
+    """(wall, this process's CPU, redis-server's time in commands) in µs per call."""
+    server = redis.command_usec()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
-        enqueue()
-    return (time.perf_counter() - started) / count * 1e6
+        call()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall / count * 1e6, cpu / count * 1e6, (redis.command_usec() - server) / count
+
+
+def enqueues(peer: Peer, lpush: Callable[[], object], count: int, redis: Redis,
+             s: Samples, ref: Samples, batches: int = 10) -> None:
+    """`count` enqueues in batches, each right after a batch of LPUSHes, so
+    that every difference is taken at one moment of a noisy machine."""
+    per = max(1, count // batches)
+    rows = []
+    for _ in range(batches):
+        rows.append(timed_calls(lpush, per, redis) + timed_calls(peer.enqueue, per, redis))
+    med = statistics.median
+    ref.enqueue_us.append(med(r[0] for r in rows))
+    ref.client_cpu_us.append(med(r[1] for r in rows))
+    s.enqueue_us.append(med(r[3] for r in rows))
+    s.client_cpu_us.append(med(r[4] for r in rows))
+    s.over_lpush_us.append(med(r[3] - r[0] for r in rows))
+    s.client_over_lpush_us.append(med(r[4] - r[1] for r in rows))
+    s.server_over_lpush_us.append(med(r[5] - r[2] for r in rows))
 
 
 def drain(peer: Peer, n: int, jobs: int, budget: float, tmp: Path, redis: Redis,
@@ -182,26 +219,30 @@ def run(args: argparse.Namespace, tmp: Path) -> Dict[str, Samples]:
             for name in args.peers:
                 runs += 1
                 peer = Peer(name, tmp, redis, runs)
-                # LPUSH right before the peer: each difference compares one moment
-                reference = timed_enqueues(lambda: lpush.lpush("lpush", "x"), args.jobs)
+                enqueues(peer, lambda: lpush.lpush("lpush", "x"), args.jobs, redis,
+                         results[name], results[LPUSH])
                 lpush.delete("lpush")
-                us = timed_enqueues(peer.enqueue, args.jobs)
-                results[LPUSH].enqueue_us.append(reference)
-                results[name].enqueue_us.append(us)
-                results[name].over_lpush_us.append(us - reference)
                 drain(peer, n, args.jobs, args.budget, tmp, redis, results[name])
     return results
 
 
 def render(results: Dict[str, Samples], args: argparse.Namespace) -> List[str]:
     med = statistics.median
-    ref = med(results[LPUSH].enqueue_us)
-    out = ["## enqueue: µs per call, from this process, nothing consuming (median)", "",
-           "| peer | µs per enqueue | minus the LPUSH run just before |", "|---|---:|---:|",
-           "| %s | %.1f | |" % (LPUSH, ref)]
+    ref = results[LPUSH]
+    out = ["## enqueue: µs per call from this process, nothing consuming (median)", "",
+           "Wall time is what an enqueue adds to a request; each peer's batches alternate "
+           "with LPUSH batches, and the differences are taken pair by pair. CPU: this "
+           "process's (the web worker's); redis-server's time in commands (INFO "
+           "commandstats; Lua scripts included, protocol parsing not).", "",
+           "| peer | wall µs | wall minus LPUSH | client CPU µs | client CPU minus LPUSH "
+           "| redis-server µs in commands minus LPUSH's |", "|---|---:|---:|---:|---:|---:|",
+           "| %s | %.1f | | %.1f | | |" % (LPUSH, med(ref.enqueue_us), med(ref.client_cpu_us))]
     for name in args.peers:
         s = results[name]
-        out.append("| %s | %.1f | %+.1f |" % (name, med(s.enqueue_us), med(s.over_lpush_us)))
+        server = ("%+.1f" % med(s.server_over_lpush_us)) if name in REDIS_DB else ""
+        out.append("| %s | %.1f | %+.1f | %.1f | %+.1f | %s |" % (
+            name, med(s.enqueue_us), med(s.over_lpush_us), med(s.client_cpu_us),
+            med(s.client_over_lpush_us), server))
     cols = args.consumers
     out += ["", "## throughput: jobs/s from the first job taken to an empty queue (median); "
             "CPU µs per job of the consumers and of redis-server", "",

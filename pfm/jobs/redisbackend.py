@@ -7,8 +7,9 @@ idle consumer blocks in BLPOP on its queues' wake-up keys rather than polling.
 
 from __future__ import annotations
 
+import re
 import time
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import redis
 
@@ -18,6 +19,7 @@ from .job import DEAD, DELAYED, Claim, Idle, JobInfo
 from .stats import QueueStats
 
 _PURGE_BATCH = 1000
+_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 
 
 class RedisBackend(Backend):
@@ -29,26 +31,39 @@ class RedisBackend(Backend):
         self.prefix = prefix
         # The client's pool is thread-safe and notices fork() (it checks the pid).
         self.client = redis.Redis.from_url(url, decode_responses=True)
-        reg = self.client.register_script
-        self._enqueue, self._claim = reg(redislua.ENQUEUE), reg(redislua.CLAIM)
-        self._renew, self._ack, self._fail = (reg(redislua.RENEW), reg(redislua.ACK),
-                                              reg(redislua.FAIL))
-        self._retry, self._purge, self._stats = (reg(redislua.RETRY), reg(redislua.PURGE),
-                                                 reg(redislua.STATS))
+        if not _PREFIX.match(prefix):
+            raise ValueError("pfm.jobs: prefix=%s: use letters, digits and ':_.-'" % prefix)
+        # script -> (its text for this prefix, its SHA1 once loaded)
+        self._scripts: Dict[str, List[Optional[str]]] = {}
 
     def close(self) -> None:
         self.client.close()
 
+    def _run(self, script: str, *args: object) -> object:
+        """EVALSHA `script` (loaded on first use, and again after the server
+        forgot it: a restart, SCRIPT FLUSH). Called directly rather than through
+        redis-py's Script: enqueue runs inside web requests, and each µs counts."""
+        entry = self._scripts.get(script)
+        if entry is None:
+            entry = self._scripts[script] = [script.replace("__PREFIX__", self.prefix), None]
+        if entry[1] is not None:
+            try:
+                return self.client.execute_command("EVALSHA", entry[1], 0, *args)
+            except redis.exceptions.NoScriptError:
+                pass
+        entry[1] = self.client.script_load(entry[0])
+        return self.client.execute_command("EVALSHA", entry[1], 0, *args)
+
     # -- producers ------------------------------------------------------------------
 
     def enqueue(self, queue: str, call: str, max_attempts: int, delay: float) -> str:
-        return str(self._enqueue(args=(self.prefix, queue, call, max_attempts, delay,
-                                       time.time())))
+        head = "%s %d %r %r\n" % (queue, max_attempts, delay, time.time())
+        return str(self._run(redislua.ENQUEUE, head + call))
 
     # -- consumers ------------------------------------------------------------------
 
     def claim(self, queues: Sequence[str], lease: float) -> Union[Claim, Idle]:
-        got = self._claim(args=(self.prefix, lease) + tuple(queues))
+        got = self._run(redislua.CLAIM, lease, *queues)
         if isinstance(got, list):
             id_, queue, call, attempt, max_attempts = got
             return Claim(id_, queue, call, int(attempt), int(max_attempts))
@@ -60,15 +75,14 @@ class RedisBackend(Backend):
                           timeout=max(timeout, 0.01))
 
     def renew(self, claim: Claim, lease: float) -> bool:
-        return self._renew(args=(self.prefix, claim.queue, claim.id, claim.attempt, lease)) == 1
+        return self._run(redislua.RENEW, claim.queue, claim.id, claim.attempt, lease) == 1
 
     def ack(self, claim: Claim) -> bool:
-        return self._ack(args=(self.prefix, claim.queue, claim.id, claim.attempt,
-                               self.keep_done)) == 1
+        return self._run(redislua.ACK, claim.queue, claim.id, claim.attempt,
+                         self.keep_done) == 1
 
     def fail(self, claim: Claim, error: str, retry_in: float) -> Optional[str]:
-        state = self._fail(args=(self.prefix, claim.queue, claim.id, claim.attempt, error,
-                                 retry_in))
+        state = self._run(redislua.FAIL, claim.queue, claim.id, claim.attempt, error, retry_in)
         return {"dead": DEAD, "delayed": DELAYED}.get(state)
 
     # -- operators ------------------------------------------------------------------
@@ -87,7 +101,7 @@ class RedisBackend(Backend):
                              h["enq"], h.get("at", h["enq"]), h.get("err"))
 
     def stats(self) -> List[QueueStats]:
-        rows = self._stats(args=(self.prefix,))
+        rows = self._run(redislua.STATS)
         return sorted((QueueStats(q, *map(int, counts)) for q, *counts in rows),
                       key=lambda s: s.queue)
 
@@ -108,7 +122,7 @@ class RedisBackend(Backend):
         return [job for job in jobs if job is not None]
 
     def retry(self, job_id: str) -> bool:
-        return self._retry(args=(self.prefix, job_id)) == 1
+        return self._run(redislua.RETRY, job_id) == 1
 
     def retry_dead(self, queue: Optional[str] = None) -> int:
         total = 0
@@ -116,7 +130,7 @@ class RedisBackend(Backend):
             key = "%s:dead:%s" % (self.prefix, q)
             while True:
                 ids = self.client.zrange(key, 0, _PURGE_BATCH - 1)
-                n = self._retry(args=(self.prefix, *ids)) if ids else 0
+                n = self._run(redislua.RETRY, *ids) if ids else 0
                 if not n:  # empty, or only ids whose job is gone
                     break
                 total += n
@@ -125,7 +139,7 @@ class RedisBackend(Backend):
     def purge(self, queue: str) -> int:
         total = 0
         while True:
-            n = self._purge(args=(self.prefix, queue, _PURGE_BATCH))
+            n = self._run(redislua.PURGE, queue, _PURGE_BATCH)
             if not n:
                 return total
             total += n

@@ -5,7 +5,8 @@ runs as one script: Redis runs a script alone, so no job is lost or claimed
 twice between two commands. Times come from the server's clock (TIME), so
 hosts whose clocks disagree still agree on leases and delays.
 
-Keys, under a prefix P (default `pfm:jobs`):
+Keys, under a prefix P (default `pfm:jobs`; written into each script's text,
+where it costs no argument):
   P:id             the last job id (INCR: ids are never reused)
   P:job:ID         hash: q, call, max, n (attempts started), state, enq (enqueued
                    at), at (see JobInfo.at), err (the last traceback)
@@ -24,7 +25,7 @@ Redis Cluster is not supported: the scripts build key names as they go.
 from __future__ import annotations
 
 PRELUDE = r"""
-local P = ARGV[1]
+local P = '__PREFIX__'
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -50,36 +51,38 @@ local function owned(key, n)
 end
 """
 
-# ARGV: P, queue, call, max_attempts, delay, the client's time -> id
-# The cheapest script of all (it runs inside web requests): a ready job's hash
-# has no 'n' (no attempt yet) and no 'at', and the server's clock is read only
-# for a delay.
+# ARGV: "QUEUE MAX_ATTEMPTS DELAY CLIENT_TIME\nCALL" -> id
+# The cheapest script of all, as it runs inside web requests: one argument
+# (redis-py's packing costs per argument), a ready job's hash has no 'n' (no
+# attempt yet) and no 'at', and the server's clock is read only for a delay.
 ENQUEUE = PRELUDE + r"""
-local q, delay = ARGV[2], tonumber(ARGV[5])
+local q, max, delay, enq, call = string.match(ARGV[1], '^(%S+) (%d+) (%S+) (%S+)\n(.*)$')
+delay = tonumber(delay)
 local id = redis.call('INCR', P .. ':id')
 local key = P .. ':job:' .. id
 if delay > 0 then
   local at = now() + delay
-  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'state', 'delayed',
-             'enq', ARGV[6], 'at', at)
+  redis.call('HSET', key, 'q', q, 'call', call, 'max', max, 'state', 'delayed',
+             'enq', enq, 'at', at)
   redis.call('ZADD', P .. ':delayed:' .. q, at, id)
 else
-  redis.call('HSET', key, 'q', q, 'call', ARGV[3], 'max', ARGV[4], 'state', 'ready',
-             'enq', ARGV[6])
-  redis.call('LPUSH', P .. ':ready:' .. q, id)
+  redis.call('HSET', key, 'q', q, 'call', call, 'max', max, 'state', 'ready', 'enq', enq)
+  -- A queue that already had ready jobs is known to `stats`, and is being
+  -- worked on or has a wake-up pending (claim passes one on while jobs remain).
+  if redis.call('LPUSH', P .. ':ready:' .. q, id) > 1 then return id end
 end
 redis.call('SADD', P .. ':queues', q)
 wake(q)
 return id
 """
 
-# ARGV: P, lease, queue... -> {id, queue, call, attempt, max_attempts}, or the
+# ARGV: lease, queue... -> {id, queue, call, attempt, max_attempts}, or the
 # seconds until a delayed job or a lease comes due (a string), or nil.
 CLAIM = PRELUDE + r"""
-local lease = tonumber(ARGV[2])
+local lease = tonumber(ARGV[1])
 local t = now()
 local due = nil
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   local q = ARGV[i]
   local ready, running, delayed = P .. ':ready:' .. q, P .. ':running:' .. q, P .. ':delayed:' .. q
   -- Leases that ran out: the job is ready again, or dead after its last attempt.
@@ -128,25 +131,25 @@ if due then return tostring(math.max(due - t, 0)) end
 return false
 """
 
-# ARGV: P, queue, id, attempt, lease -> 1, or 0 if the lease was lost
+# ARGV: queue, id, attempt, lease -> 1, or 0 if the lease was lost
 RENEW = PRELUDE + r"""
-local key = P .. ':job:' .. ARGV[3]
-local job = owned(key, ARGV[4])
+local key = P .. ':job:' .. ARGV[2]
+local job = owned(key, ARGV[3])
 if not job or job[2] ~= 'running' then return 0 end
-local deadline = now() + tonumber(ARGV[5])
-redis.call('ZADD', P .. ':running:' .. ARGV[2], deadline, ARGV[3])
+local deadline = now() + tonumber(ARGV[4])
+redis.call('ZADD', P .. ':running:' .. ARGV[1], deadline, ARGV[2])
 redis.call('HSET', key, 'at', deadline)
 return 1
 """
 
-# ARGV: P, queue, id, attempt, keep_done -> 1, or 0 if a later attempt owns the job
+# ARGV: queue, id, attempt, keep_done -> 1, or 0 if a later attempt owns the job
 ACK = PRELUDE + r"""
-local q, id = ARGV[2], ARGV[3]
+local q, id = ARGV[1], ARGV[2]
 local key = P .. ':job:' .. id
-local job = owned(key, ARGV[4])
+local job = owned(key, ARGV[3])
 if not job then return 0 end
 detach(q, id, job[2])
-local keep = tonumber(ARGV[5])
+local keep = tonumber(ARGV[4])
 if keep > 0 then
   redis.call('HSET', key, 'state', 'done', 'at', now())
   redis.call('HDEL', key, 'err')
@@ -157,31 +160,31 @@ end
 return 1
 """
 
-# ARGV: P, queue, id, attempt, traceback, retry_in -> 'delayed' | 'dead' | nil
+# ARGV: queue, id, attempt, traceback, retry_in -> 'delayed' | 'dead' | nil
 FAIL = PRELUDE + r"""
-local q, id = ARGV[2], ARGV[3]
+local q, id = ARGV[1], ARGV[2]
 local key = P .. ':job:' .. id
-local job = owned(key, ARGV[4])
+local job = owned(key, ARGV[3])
 if not job then return false end
 detach(q, id, job[2])
 local t = now()
-if tonumber(ARGV[4]) >= tonumber(redis.call('HGET', key, 'max')) then
-  redis.call('HSET', key, 'state', 'dead', 'at', t, 'err', ARGV[5])
+if tonumber(ARGV[3]) >= tonumber(redis.call('HGET', key, 'max')) then
+  redis.call('HSET', key, 'state', 'dead', 'at', t, 'err', ARGV[4])
   redis.call('ZADD', P .. ':dead:' .. q, t, id)
   return 'dead'
 end
-local at = t + tonumber(ARGV[6])
-redis.call('HSET', key, 'state', 'delayed', 'at', at, 'err', ARGV[5])
+local at = t + tonumber(ARGV[5])
+redis.call('HSET', key, 'state', 'delayed', 'at', at, 'err', ARGV[4])
 redis.call('ZADD', P .. ':delayed:' .. q, at, id)
 wake(q)
 return 'delayed'
 """
 
-# ARGV: P, id... -> how many dead jobs became ready again
+# ARGV: id... -> how many dead jobs became ready again
 RETRY = PRELUDE + r"""
 local t = now()
 local n = 0
-for i = 2, #ARGV do
+for i = 1, #ARGV do
   local id = ARGV[i]
   local key = P .. ':job:' .. id
   local q = redis.call('HGET', key, 'q')
@@ -195,9 +198,9 @@ end
 return n
 """
 
-# ARGV: P, queue, batch -> how many jobs were deleted (call until 0)
+# ARGV: queue, batch -> how many jobs were deleted (call until 0)
 PURGE = PRELUDE + r"""
-local q, batch = ARGV[2], tonumber(ARGV[3])
+local q, batch = ARGV[1], tonumber(ARGV[2])
 local n = 0
 local ready = P .. ':ready:' .. q
 for _, id in ipairs(redis.call('LRANGE', ready, 0, batch - 1)) do
@@ -215,7 +218,7 @@ end
 return n
 """
 
-# ARGV: P -> {{queue, ready, running, delayed, dead}...}; forgets empty queues
+# no ARGV -> {{queue, ready, running, delayed, dead}...}; forgets empty queues
 STATS = PRELUDE + r"""
 local t = now()
 local out = {}
