@@ -257,3 +257,19 @@ def test_a_backend_opened_before_fork_works_in_both_processes(backend, jobs_url)
     assert os.waitpid(pid, 0)[1] == 0
     third = jobs.enqueue("jobfuncs:echo", 3, url=jobs_url)
     assert [claim(backend).id for _ in range(3)] == [first, child, third]
+
+
+def test_redis_scripts_are_loaded_again_after_the_server_forgot_them(redis_server):
+    """After a restart or SCRIPT FLUSH, EVALSHA fails with NOSCRIPT: the backend
+    loads the script again and the call goes through."""
+    backend = jobs.open_backend(redis_server.url + "?prefix=flush-test")
+    first = backend.enqueue("default", CALL, 5, 0)
+    backend.client.script_flush()
+    second = backend.enqueue("default", CALL, 5, 0)
+    assert int(second) == int(first) + 1
+    assert claim(backend).id == first
+
+
+def test_a_redis_prefix_must_be_a_plain_name(redis_server):
+    with pytest.raises(ValueError, match="prefix=a'b"):
+        jobs.open_backend(redis_server.url + "?prefix=a'b")
