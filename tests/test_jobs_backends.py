@@ -273,3 +273,15 @@ def test_redis_scripts_are_loaded_again_after_the_server_forgot_them(redis_serve
 def test_a_redis_prefix_must_be_a_plain_name(redis_server):
     with pytest.raises(ValueError, match="prefix=a'b"):
         jobs.open_backend(redis_server.url + "?prefix=a'b")
+
+
+def test_ack_and_claim_settles_one_job_and_takes_the_next(backend):
+    first, second = (backend.enqueue("default", CALL, 5, 0) for _ in range(2))
+    held = claim(backend)
+    acked, nxt = backend.ack_and_claim(held, ["default"], 30.0)
+    assert acked is True and backend.get(first).state == jobs.DONE
+    assert (nxt.id, nxt.attempt) == (second, 1)
+    acked, nxt = backend.ack_and_claim(nxt, ["default"], 30.0)
+    assert acked is True and isinstance(nxt, jobs.Idle)
+    acked, nxt = backend.ack_and_claim(held, ["default"], 30.0)  # twice: a no-op
+    assert acked is False and isinstance(nxt, jobs.Idle)

@@ -66,6 +66,12 @@ class Backend(abc.ABC):
         """The job's function returned: the job is done. False if a later
         attempt owns the job (this run was a duplicate)."""
 
+    def ack_and_claim(self, claim: Claim, queues: Sequence[str],
+                      lease: float) -> Tuple[bool, Union[Claim, Idle]]:
+        """ack(claim), then claim(queues, lease): a backend that can do both in
+        one round trip does (a consumer's loop, job after job)."""
+        return self.ack(claim), self.claim(queues, lease)
+
     @abc.abstractmethod
     def fail(self, claim: Claim, error: str, retry_in: float) -> Optional[str]:
         """The function raised `error` (a traceback): retry in `retry_in`

@@ -95,16 +95,26 @@ class Consumer:
         after each idle wait), or `max_jobs` jobs. Returns the jobs run."""
         self._run_thread = threading.get_ident()
         self._heartbeat = _Heartbeat(self.backend, self.lease, self.log)
+
+        def ending(done: int) -> bool:
+            return self.stopping or should_stop() or (max_jobs is not None and done >= max_jobs)
+
         done = 0
+        got: Union[Claim, Idle, None] = None  # what the last acknowledgement brought back
         try:
-            while not (self.stopping or should_stop()) and (max_jobs is None or done < max_jobs):
-                got = self._claim()
+            while True:
+                if got is None:
+                    if ending(done):
+                        break
+                    got = self._claim()
                 if isinstance(got, Claim):
-                    self._run(got)
+                    # A job taken is run, even if a stop came while it was taken.
+                    got = self._run(got, take_next=lambda after=done + 1: not ending(after))
                     done += 1
                 elif got is not None:
                     due = self.max_wait if got.due_in is None else got.due_in
                     self._idle(self._wait, min(self.max_wait, due))
+                    got = None
         except _Interrupted:
             pass  # stop() while idle: no job is held
         finally:
@@ -144,7 +154,10 @@ class Consumer:
             self._outage = 0
         return got
 
-    def _run(self, claim: Claim) -> None:
+    def _run(self, claim: Claim, take_next: Callable[[], bool]) -> Union[Claim, Idle, None]:
+        """Run the job and record its outcome. If `take_next()` says so once the
+        job is over, a success is acknowledged together with claiming the next
+        job, which is returned."""
         self.current = claim
         self._heartbeat.hold(claim)
         if self.on_job:
@@ -155,11 +168,18 @@ class Consumer:
         except Exception as e:
             self._heartbeat.hold(None)
             self._failed(claim, e, traceback.format_exc())
+            return None
         else:
             self._heartbeat.hold(None)
-            if self._settle(claim, self.backend.ack, claim) is False:
+            if take_next():
+                acked, got = self._settle(claim, self.backend.ack_and_claim, claim,
+                                          self.queues, self.lease) or (None, None)
+            else:
+                acked, got = self._settle(claim, self.backend.ack, claim), None
+            if acked is False:
                 self.log(WARNING, "job %s (%s) finished after its lease was lost: it ran "
                          "more than once" % (claim.id, claim.func))
+            return got
         finally:
             self.current = None
             if self.on_job:

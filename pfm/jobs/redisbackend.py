@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import redis
 
@@ -63,11 +63,13 @@ class RedisBackend(Backend):
     # -- consumers ------------------------------------------------------------------
 
     def claim(self, queues: Sequence[str], lease: float) -> Union[Claim, Idle]:
-        got = self._run(redislua.CLAIM, lease, *queues)
-        if isinstance(got, list):
-            id_, queue, call, attempt, max_attempts = got
-            return Claim(id_, queue, call, int(attempt), int(max_attempts))
-        return Idle(None if got is None else float(got))
+        return _claimed(self._run(redislua.CLAIM, lease, *queues))
+
+    def ack_and_claim(self, claim: Claim, queues: Sequence[str],
+                      lease: float) -> Tuple[bool, Union[Claim, Idle]]:
+        acked, got = self._run(redislua.ACK_CLAIM, claim.queue, claim.id, claim.attempt,
+                               self.keep_done, lease, *queues)
+        return acked == 1, _claimed(got)
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         # BLPOP's timeout is in seconds with decimals (Redis >= 6); 0 would mean forever.
@@ -143,3 +145,11 @@ class RedisBackend(Backend):
             if not n:
                 return total
             total += n
+
+
+def _claimed(reply: object) -> Union[Claim, Idle]:
+    """The claim script's reply: a job, or the seconds until one may be due."""
+    if isinstance(reply, list):
+        id_, queue, call, attempt, max_attempts = reply
+        return Claim(id_, queue, call, int(attempt), int(max_attempts))
+    return Idle(None if reply is None else float(reply))

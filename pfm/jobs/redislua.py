@@ -76,59 +76,67 @@ wake(q)
 return id
 """
 
-# ARGV: lease, queue... -> {id, queue, call, attempt, max_attempts}, or the
-# seconds until a delayed job or a lease comes due (a string), or nil.
-CLAIM = PRELUDE + r"""
-local lease = tonumber(ARGV[1])
-local t = now()
-local due = nil
-for i = 2, #ARGV do
-  local q = ARGV[i]
-  local ready, running, delayed = P .. ':ready:' .. q, P .. ':running:' .. q, P .. ':delayed:' .. q
-  -- Leases that ran out: the job is ready again, or dead after its last attempt.
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', t, 'LIMIT', 0, 100)) do
-    redis.call('ZREM', running, id)
-    local key = P .. ':job:' .. id
-    local job = redis.call('HMGET', key, 'n', 'max')
-    if job[1] then
-      local err = 'the lease of attempt ' .. job[1] ..
-                  ' expired: its consumer was lost (killed, or stopped at once)'
-      if tonumber(job[1]) >= tonumber(job[2]) then
-        redis.call('HSET', key, 'state', 'dead', 'at', t, 'err', err)
-        redis.call('ZADD', P .. ':dead:' .. q, t, id)
-      else
-        redis.call('HSET', key, 'state', 'ready', 'at', t, 'err', err)
-        redis.call('RPUSH', ready, id)
+# claim(lease, first): the queues are ARGV[first...]. Returns {id, queue, call,
+# attempt, max_attempts}, or the seconds until a delayed job or a lease comes
+# due (a string), or false.
+CLAIM_FN = r"""
+local function claim(lease, first)
+  local t = now()
+  local due = nil
+  for i = first, #ARGV do
+    local q = ARGV[i]
+    local ready, running = P .. ':ready:' .. q, P .. ':running:' .. q
+    local delayed = P .. ':delayed:' .. q
+    -- Leases that ran out: the job is ready again, or dead after its last attempt.
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', t, 'LIMIT', 0, 100)) do
+      redis.call('ZREM', running, id)
+      local key = P .. ':job:' .. id
+      local job = redis.call('HMGET', key, 'n', 'max')
+      if job[1] then
+        local err = 'the lease of attempt ' .. job[1] ..
+                    ' expired: its consumer was lost (killed, or stopped at once)'
+        if tonumber(job[1]) >= tonumber(job[2]) then
+          redis.call('HSET', key, 'state', 'dead', 'at', t, 'err', err)
+          redis.call('ZADD', P .. ':dead:' .. q, t, id)
+        else
+          redis.call('HSET', key, 'state', 'ready', 'at', t, 'err', err)
+          redis.call('RPUSH', ready, id)
+        end
       end
     end
-  end
-  -- Delayed jobs whose time has come join the ready ones, first in line.
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', t, 'LIMIT', 0, 100)) do
-    redis.call('ZREM', delayed, id)
-    redis.call('HSET', P .. ':job:' .. id, 'state', 'ready')
-    redis.call('RPUSH', ready, id)
-  end
-  while true do
-    local id = redis.call('RPOP', ready)
-    if not id then break end
-    local key = P .. ':job:' .. id
-    local job = redis.call('HMGET', key, 'call', 'max', 'n')
-    if job[1] then
-      local n = (tonumber(job[3]) or 0) + 1
-      redis.call('HSET', key, 'n', n, 'state', 'running', 'at', t + lease)
-      redis.call('ZADD', running, t + lease, id)
-      -- More work: pass the wake-up on to another waiting consumer.
-      if redis.call('LLEN', ready) > 0 then wake(q) end
-      return {id, q, job[1], n, job[2]}
+    -- Delayed jobs whose time has come join the ready ones, first in line.
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', t, 'LIMIT', 0, 100)) do
+      redis.call('ZREM', delayed, id)
+      redis.call('HSET', P .. ':job:' .. id, 'state', 'ready')
+      redis.call('RPUSH', ready, id)
+    end
+    while true do
+      local id = redis.call('RPOP', ready)
+      if not id then break end
+      local key = P .. ':job:' .. id
+      local job = redis.call('HMGET', key, 'call', 'max', 'n')
+      if job[1] then
+        local n = (tonumber(job[3]) or 0) + 1
+        redis.call('HSET', key, 'n', n, 'state', 'running', 'at', t + lease)
+        redis.call('ZADD', running, t + lease, id)
+        -- More work: pass the wake-up on to another waiting consumer.
+        if redis.call('LLEN', ready) > 0 then wake(q) end
+        return {id, q, job[1], n, job[2]}
+      end
+    end
+    for _, z in ipairs({delayed, running}) do
+      local head = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+      if head[2] and (due == nil or tonumber(head[2]) < due) then due = tonumber(head[2]) end
     end
   end
-  for _, z in ipairs({delayed, running}) do
-    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
-    if first[2] and (due == nil or tonumber(first[2]) < due) then due = tonumber(first[2]) end
-  end
+  if due then return tostring(math.max(due - t, 0)) end
+  return false
 end
-if due then return tostring(math.max(due - t, 0)) end
-return false
+"""
+
+# ARGV: lease, queue...
+CLAIM = PRELUDE + CLAIM_FN + r"""
+return claim(tonumber(ARGV[1]), 2)
 """
 
 # ARGV: queue, id, attempt, lease -> 1, or 0 if the lease was lost
@@ -142,22 +150,34 @@ redis.call('HSET', key, 'at', deadline)
 return 1
 """
 
-# ARGV: queue, id, attempt, keep_done -> 1, or 0 if a later attempt owns the job
-ACK = PRELUDE + r"""
-local q, id = ARGV[1], ARGV[2]
-local key = P .. ':job:' .. id
-local job = owned(key, ARGV[3])
-if not job then return 0 end
-detach(q, id, job[2])
-local keep = tonumber(ARGV[4])
-if keep > 0 then
-  redis.call('HSET', key, 'state', 'done', 'at', now())
-  redis.call('HDEL', key, 'err')
-  redis.call('EXPIRE', key, math.ceil(keep))
-else
-  redis.call('DEL', key)
+# ack(queue, id, attempt, keep_done) -> 1, or 0 if a later attempt owns the job
+ACK_FN = r"""
+local function ack(q, id, n, keep)
+  local key = P .. ':job:' .. id
+  local job = owned(key, n)
+  if not job then return 0 end
+  detach(q, id, job[2])
+  keep = tonumber(keep)
+  if keep > 0 then
+    redis.call('HSET', key, 'state', 'done', 'at', now())
+    redis.call('HDEL', key, 'err')
+    redis.call('EXPIRE', key, math.ceil(keep))
+  else
+    redis.call('DEL', key)
+  end
+  return 1
 end
-return 1
+"""
+
+# ARGV: queue, id, attempt, keep_done
+ACK = PRELUDE + ACK_FN + r"""
+return ack(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# ARGV: queue, id, attempt, keep_done, lease, queue... -> {ack's, claim's}: a
+# consumer going on to its next job in one round trip instead of two.
+ACK_CLAIM = PRELUDE + ACK_FN + CLAIM_FN + r"""
+return {ack(ARGV[1], ARGV[2], ARGV[3], ARGV[4]), claim(tonumber(ARGV[5]), 6)}
 """
 
 # ARGV: queue, id, attempt, traceback, retry_in -> 'delayed' | 'dead' | nil
