@@ -22,14 +22,16 @@ Usage: pfm [-y CONFIG] [-t] [-F | -D] [-O] [-R] [-g PIDFILE] [-p PREFIX]
 """
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """A usage error names the command, shows its usage lines and exits 64."""
+
     def error(self, message: str) -> None:
-        sys.stderr.write("pfm: %s\n%s" % (message, USAGE))
+        sys.stderr.write("%s: %s\nUsage: %s" % (self.prog, message, self.usage))
         sys.exit(EX_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pfm", usage=USAGE[len("Usage: "):], add_help=False,
+    p = UsageParser(prog="pfm", usage=USAGE[len("Usage: "):], add_help=False,
                 description="PHP-FPM for Python: runs WSGI applications behind a "
                             "web server in pools of pre-forked FastCGI workers.")
     p.add_argument("-y", "--fpm-config", "--config", dest="config", metavar="FILE",
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["jobs"]:  # `pfm jobs ...`: the job queues (pfm/jobs/cli.py)
+        from .jobs.cli import main as jobs_main
+        return jobs_main(argv[1:], config_url=None)
     from . import ctl
     at = ctl.find_command(argv)
     if at is not None:  # pfm status|top|ping, with pfm's -y/-p before or after the word

@@ -93,3 +93,42 @@ def nginx_factory(request):
     yield start_nginx
     for n in reversed(started):
         n.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server (Debian's) on a free loopback port and a unix
+    socket, for the whole session; stopped at the end."""
+    from redisserver import RedisServer
+    server = RedisServer(harness.new_dir("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def jobs_url(request, run_dir):
+    """An empty job queue on each backend: a new SQLite file, or a key prefix
+    of its own in the session's redis-server."""
+    if request.param == "sqlite":
+        return "sqlite://%s/jobs.sqlite3" % run_dir
+    server = request.getfixturevalue("redis_server")
+    return "%s?prefix=%s" % (server.url, run_dir.name)
+
+
+@pytest.fixture
+def job_procs(request):
+    """start(*argv) -> a Popen of tests/apps/jobprocs.py (consumer or producer),
+    SIGKILLed at teardown if still running."""
+    from jobtools import start_jobproc
+    started = []
+
+    def start(*argv, **kwargs):
+        proc = start_jobproc(harness.new_dir(_name(request)), *argv, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -25,6 +25,7 @@ APT: Dict[str, Tuple[str, str]] = {
     "php-fpm": ("php8.2-fpm", PHP_FPM),
     "uwsgi": ("uwsgi-core", UWSGI),
     "uwsgi-python3": ("uwsgi-plugin-python3", UWSGI_PY3),
+    "redis-server": ("redis-server", "/usr/bin/redis-server"),
 }
 # import name -> PyPI name (checked against benchmarks' package list: flup6 is the
 # Python 3 flup with fcgi_fork, the others are the usual names)
@@ -33,6 +34,8 @@ PIP: Dict[str, str] = {
     "gunicorn": "gunicorn",
     "flask": "flask",
     "matplotlib": "matplotlib",
+    "rq": "rq",
+    "huey": "huey",
 }
 
 
