@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from harness import fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pfm import fastcgi as f
@@ -47,10 +48,8 @@ from pfm.fastcgi import (
     Stdout,
 )
 
-# A generous deadline: these machines are shared, and a slow example is not a bug.
-FUZZ = settings(max_examples=250, deadline=2000, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FUZZ_SMALL = settings(FUZZ, max_examples=120)
+FUZZ = fuzz_settings(max_examples=250)
+FUZZ_SMALL = fuzz_settings(max_examples=120)
 
 KNOWN_VALUES = {"FCGI_MAX_CONNS": "1", "FCGI_MAX_REQS": "1", "FCGI_MPXS_CONNS": "0"}
 
