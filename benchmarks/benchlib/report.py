@@ -15,7 +15,8 @@ from typing import List, Optional, Sequence
 from . import nginx, wrk
 
 
-def machine_lines() -> List[str]:
+def machine_lines(tools: bool = True) -> List[str]:
+    """Interpreter and machine, and (`tools`) the nginx and wrk versions."""
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -29,13 +30,15 @@ def machine_lines() -> List[str]:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
-    return [
+    lines = [
         f"interpreter: {sys.executable} -> {os.path.realpath(sys.executable)} "
         f"(Python {platform.python_version()}, {platform.python_implementation()})",
         f"machine: nproc {len(os.sched_getaffinity(0))}, {model or platform.machine()}, "
         f"kernel {platform.release()}, load average at start {load}",
-        f"tools: {nginx.version()}; {wrk.version()}",
     ]
+    if tools:
+        lines.append(f"tools: {nginx.version()}; {wrk.version()}")
+    return lines
 
 
 def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
