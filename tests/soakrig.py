@@ -163,21 +163,20 @@ def body_size(rng: random.Random) -> int:
     return rng.randint(65536, 300000)
 
 
-class Traffic:
-    """`clients` threads, each with its own HTTP/1.1 connection to nginx,
-    alternating at random between GETs of n checked bytes and POSTs whose
-    SHA-256 comes back; every request is recorded with its verdict."""
+class _Threads:
+    """A group of daemon threads that run until `stop_event`, joined with a bound."""
 
-    def __init__(self, port: int, clients: int, stall: float, seed: int):
-        self.port = port
-        self.stall = stall
+    join_timeout = 10.0
+
+    def __init__(self) -> None:
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
-        self.outcomes: list[Outcome] = []
-        self.threads = [threading.Thread(target=self.client, args=(i, seed), daemon=True,
-                                         name="soak-client-%d" % i) for i in range(clients)]
+        self.threads: list[threading.Thread] = []
 
-    def start(self) -> "Traffic":
+    def spawn(self, name: str, target, *args) -> None:
+        self.threads.append(threading.Thread(target=target, args=args, daemon=True, name=name))
+
+    def start(self):
         for t in self.threads:
             t.start()
         return self
@@ -185,10 +184,25 @@ class Traffic:
     def stop(self) -> None:
         self.stop_event.set()
         for t in self.threads:
-            t.join(self.stall + 10)
+            t.join(self.join_timeout)
         alive = [t.name for t in self.threads if t.is_alive()]
         if alive:
-            raise AssertionError("soak clients did not stop: %s" % alive)
+            raise AssertionError("soak threads did not stop: %s" % alive)
+
+
+class Traffic(_Threads):
+    """`clients` threads, each with its own HTTP/1.1 connection to nginx,
+    alternating at random between GETs of n checked bytes and POSTs whose
+    SHA-256 comes back; every request is recorded with its verdict."""
+
+    def __init__(self, port: int, clients: int, stall: float, seed: int):
+        super().__init__()
+        self.port = port
+        self.stall = stall
+        self.join_timeout = stall + 10     # a request in flight ends within `stall`
+        self.outcomes: list[Outcome] = []
+        for i in range(clients):
+            self.spawn("soak-client-%d" % i, self.client, i, seed)
 
     def client(self, i: int, seed: int) -> None:
         rng = random.Random(seed * 1000 + i)
@@ -262,7 +276,7 @@ class Traffic:
 # ---- peers that misbehave on the pool's socket -------------------------------------------
 
 
-class SlowPeers:
+class SlowPeers(_Threads):
     """Silent, trickling and non-reading clients straight on the pool's socket.
     Each reconnects when pfm closes it, so the pressure lasts the whole run;
     how long pfm let each connection live is recorded."""
@@ -270,27 +284,14 @@ class SlowPeers:
     REQUEST = fastcgi.encode_request(harness.request_params("/get", "n=1&id=trickle"))
 
     def __init__(self, address, budget: Budget):
+        super().__init__()
         self.address = address
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
         self.lifetimes: dict[str, list[float]] = {"silent": [], "trickling": [], "flooding": []}
         self.open_now: dict[str, int] = {k: 0 for k in self.lifetimes}
-        self.threads = []
         for kind, count in (("silent", budget.silent), ("trickling", budget.trickling),
                             ("flooding", budget.flooding)):
             for i in range(count):
-                self.threads.append(threading.Thread(
-                    target=self.peer, args=(kind,), daemon=True, name="soak-%s-%d" % (kind, i)))
-
-    def start(self) -> "SlowPeers":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(10)
+                self.spawn("soak-%s-%d" % (kind, i), self.peer, kind)
 
     def peer(self, kind: str) -> None:
         while not self.stop_event.is_set():
