@@ -697,8 +697,11 @@ class Soak:
             os.kill(self.pfm.pid, signal.SIGUSR1)
             self.fault("usr1", "while full")
             rotations += 1
+        grown = self.pfm.log_size() + self.size_of("access.log")
         filler.unlink()
         self.fault("logfs-freed", self.df())
+        self.notes.append("while the disk was full (%d USR1) the error and access logs "
+                          "held %d bytes after the rename" % (rotations, grown))
         mark = self.pfm.log_size()
         os.kill(self.pfm.pid, signal.SIGUSR1)
         self.fault("usr1", "after freeing")
@@ -749,6 +752,12 @@ class Soak:
                         f.write(b"\0" * block)
                     except OSError:
                         break
+
+    def size_of(self, name: str) -> int:
+        try:
+            return os.path.getsize(self.log_mount / name)
+        except OSError:
+            return 0
 
     def df(self) -> str:
         st = os.statvfs(self.log_mount)
