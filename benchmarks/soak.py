@@ -96,6 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     install.ensure_apt(["nginx"], not args.no_install)
     on_exit()
+    revision = source_revision(HERE.parent)     # the code measured, before it can change
     results = []
     with scratch_dir("pfm-soak-", args.keep_tmp) as tmp:
         try:
@@ -112,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = ["# pfm soak and fault suite, %s" % report.stamp(), "",
             "command: `%s`" % report.command_line("soak.py", argv), ""]
     text += ["- %s" % x for x in report.machine_lines(tools=False)]
-    text += ["- pfm: %s (%s), seed %d" % (HERE.parent, source_revision(HERE.parent), args.seed),
+    text += ["- pfm: %s (%s), seed %d" % (HERE.parent, revision, args.seed),
              "- pool: %s" % ", ".join("%s = %s" % kv for kv in soakrig.POOL.items()), ""]
     text += table(results) + [""]
     for r in results:

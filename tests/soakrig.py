@@ -287,7 +287,6 @@ class SlowPeers(_Threads):
         super().__init__()
         self.address = address
         self.lifetimes: dict[str, list[float]] = {"silent": [], "trickling": [], "flooding": []}
-        self.open_now: dict[str, int] = {k: 0 for k in self.lifetimes}
         for kind, count in (("silent", budget.silent), ("trickling", budget.trickling),
                             ("flooding", budget.flooding)):
             for i in range(count):
@@ -304,8 +303,6 @@ class SlowPeers(_Threads):
             # MSG_DONTWAIT (CPython polls first), and would give up on its own.
             sock.setblocking(False)
             born = time.monotonic()
-            with self.lock:
-                self.open_now[kind] += 1
             try:
                 getattr(self, kind)(sock)
             except OSError:
@@ -313,7 +310,6 @@ class SlowPeers(_Threads):
             finally:
                 sock.close()
                 with self.lock:
-                    self.open_now[kind] -= 1
                     if not self.stop_event.is_set():
                         self.lifetimes[kind].append(time.monotonic() - born)
 
