@@ -49,8 +49,8 @@ from pfm.fastcgi import (
     Stdout,
 )
 
-FUZZ = fuzz_settings(max_examples=250)
-FUZZ_SMALL = fuzz_settings(max_examples=120)
+FUZZ = fuzz_settings(max_examples=150)
+FUZZ_SMALL = fuzz_settings(max_examples=80)
 
 KNOWN_VALUES = {"FCGI_MAX_CONNS": "1", "FCGI_MAX_REQS": "1", "FCGI_MPXS_CONNS": "0"}
 

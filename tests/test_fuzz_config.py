@@ -32,7 +32,7 @@ from pfm import config as cfg
 from pfm.config import ConfigError
 from pfm.settings import SETTINGS, UNLIMITED
 
-FUZZ = fuzz_settings(max_examples=200, deadline_ms=3000)
+FUZZ = fuzz_settings(max_examples=120, deadline_ms=3000)
 
 # What ${VAR} sees: an empty value, one with ini syntax in it, and one that
 # os.environ gives for bytes that are not UTF-8 (surrogate escapes).
