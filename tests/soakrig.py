@@ -412,6 +412,7 @@ class Result:
     incidents: list = field(default_factory=list)     # log lines that must not be there
     notes: list = field(default_factory=list)
     peers: dict = field(default_factory=dict)
+    max_children: int = 0      # the pool's pm.max_children: more workers at the end is a leak
 
     @property
     def failed(self) -> list:
@@ -439,6 +440,10 @@ class Result:
                            % (who, a.fds, b.fds, a.workers, b.workers))
             if b.rss_kb > a.rss_kb + RSS_SLACK_KB:
                 out.append("%s: RSS %d -> %d kB" % (who, a.rss_kb, b.rss_kb))
+        end = self.end.get("manager")
+        if self.max_children and end is not None and end.workers > self.max_children:
+            out.append("manager: %d workers once settled; pm.max_children is %d"
+                       % (end.workers, self.max_children))
         return out
 
     def problems(self) -> list[str]:
@@ -584,7 +589,8 @@ class Soak:
         self.settle(p)
         end = snapshot(p)
         result = Result(self.scenario, ran, traffic.outcomes, self.faults, start=start, end=end,
-                        notes=self.notes)
+                        notes=self.notes,
+                        max_children=int(self.pfm.pools["www"]["pm.max_children"]))
         if peers is not None:
             result.peers = peers.lifetimes
             for kind, lives in peers.lifetimes.items():
@@ -779,8 +785,9 @@ class Soak:
         start = time.localtime(outcome.wall - 1)
         end = time.localtime(outcome.wall + (outcome.t1 - outcome.t0) + 1)
         lo, hi = time.strftime("%H:%M:%S", start), time.strftime("%H:%M:%S", end)
-        for line in pfm_log.splitlines():
-            stamp = line[13:21] if line.startswith("[") else ""
-            if lo <= stamp <= hi and "NOTICE: [pool www] child" not in line:
-                lines.append("pfm: " + line[:300])
-        return lines[:12]
+        during = [line for line in pfm_log.splitlines()
+                  if lo <= (line[13:21] if line.startswith("[") else "") <= hi
+                  and "said into stderr" not in line and " started" not in line]
+        if len(during) > 10:    # the first and the last of a long window
+            during = during[:5] + ["..."] + during[-5:]
+        return lines[:3] + ["pfm: " + line[:300] for line in during]

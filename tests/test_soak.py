@@ -74,6 +74,8 @@ def test_growth_beyond_the_slack_is_a_leak_and_worker_pipes_are_not():
     result.end["master"] = ProcFigures(20000 + soakrig.RSS_SLACK_KB + 1, 33)
     assert result.leaks() == ["master: descriptors 30 -> 33 (0 -> 0 workers)",
                               "master: RSS 20000 -> 24097 kB"]
+    result.max_children = 4
+    assert result.leaks()[-1] == "manager: 5 workers once settled; pm.max_children is 4"
 
 
 def test_the_soak_app_answers_what_the_clients_check(pfm_factory):
