@@ -60,6 +60,10 @@ COMMAND_LINE = "<command line>"  # the `file` of settings given by quick_config(
 DEFAULT_CALLABLE = "app"  # `app = mymod` means `mymod:app` (Flask's convention)
 
 _SECTION_RE = re.compile(r"\[([^\]]*)\]\s*(?:;.*)?")
+# Lines end where php's ini scanner ends them, and so where editors do:
+# str.splitlines() also breaks at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and
+# U+2029, which would cut a value and make every later line number wrong.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _ARRAY_RE = re.compile(r"([A-Za-z0-9_.]+)\s*\[([^\]]*)\]")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _APP_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
@@ -250,7 +254,7 @@ class _Reader:
                                   path) from None
             raise ConfigError(f"Unable to include {path}: {reason}", origin[0], origin[1],
                               "include") from None
-        for lineno, raw in enumerate(text.splitlines(), 1):
+        for lineno, raw in enumerate(_LINE_END.split(text), 1):
             section = self._line(path, lineno, raw.strip(), section, depth)
 
     def _line(self, path: str, lineno: int, line: str, section: _Section,
@@ -258,6 +262,9 @@ class _Reader:
         """Handle one line; returns the section the next line is in."""
         if not line or line[0] in ";#":
             return section
+        if "\0" in line:
+            # No user, path or name can hold one; os and pwd calls would raise ValueError.
+            raise ConfigError("syntax error: a NUL character in the line", path, lineno)
         if line[0] == "[":
             match = _SECTION_RE.fullmatch(line)
             name = match.group(1).strip() if match else ""
@@ -598,9 +605,10 @@ def _check_listen(check: _Checker, pool: Any, home: str, warnings: List[str]) ->
             raise check.fail(name, str(e)) from None
         if address.kind == "unix":
             path = os.path.normpath(os.path.join(home, address.path))
-            if len(path.encode()) > UNIX_PATH_MAX:
+            # fsencode: a ${VAR} from the environment may hold undecodable bytes.
+            if len(os.fsencode(path)) > UNIX_PATH_MAX:
                 raise check.fail(name, f"cannot bind to UNIX socket '{path}' as path is too "
-                                 f"long (found length: {len(path.encode())}, maximal length: "
+                                 f"long (found length: {len(os.fsencode(path))}, maximal length: "
                                  f"{UNIX_PATH_MAX})")
             if os.path.isdir(path):
                 raise check.fail(name, f"{name} '{path}' is a directory, not a UNIX socket")

@@ -838,7 +838,9 @@ def split_headers(stdout: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         name, sep, value = line.rstrip("\r").partition(":")
         if not sep:
             raise RemoteProtocolError(f"CGI header line without a colon: {line!r}")
-        name, value = name.strip(), value.strip()
+        # Only blanks are trimmed (HTTP's OWS, as nginx does): str.strip() would
+        # also eat \x1f, \x85 or \xa0, which are part of a value.
+        name, value = name.strip(" \t"), value.strip(" \t")
         if name.lower() == "status":
             code = value.split(" ", 1)[0]
             if not (len(code) == 3 and code.isdigit()):

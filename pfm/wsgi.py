@@ -29,8 +29,10 @@ def make_environ(params: dict[str, str], base: dict) -> dict:
     a PATH_INFO (fastcgi_split_path_info, or a mount point set by hand), the
     pair is used as given, minus a trailing PATH_INFO repeated in SCRIPT_NAME.
     """
-    environ = base.copy()
-    environ.update(params)
+    # The base's wsgi.* and pfm.* keys win over params of the same name: what
+    # a FastCGI peer sends is CGI variables, never the server's own objects.
+    environ = params.copy()
+    environ.update(base)
     for key in _DROP:
         environ.pop(key, None)
     for key, value in _DEFAULTS.items():

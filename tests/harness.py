@@ -972,3 +972,24 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def errno_name(e: OSError) -> str:
     return errno.errorcode.get(e.errno, str(e.errno))
+
+
+# ---- property-based fuzzing (hypothesis) -----------------------------------------------
+
+
+def fuzz_settings(max_examples: int, deadline_ms: int = 2000):
+    """hypothesis settings for CI: bounded examples, a deadline that a shared
+    machine's hiccup does not trip, no example database in the checkout, and
+    no shrinking: hypothesis shrinks for up to 5 minutes and treats
+    pytest-timeout's exception as one more failure to shrink, so a failing
+    example is reported as found. PFM_FUZZ_SCALE=N runs N times the examples
+    and PFM_FUZZ_SHRINK=1 shrinks (both for runs by hand)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
+    if os.environ.get("PFM_FUZZ_SHRINK") == "1":
+        phases.append(Phase.shrink)
+    scale = max(1, int(os.environ.get("PFM_FUZZ_SCALE", "1") or 1))
+    return settings(max_examples=max_examples * scale, deadline=deadline_ms, database=None,
+                    phases=phases, print_blob=False,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
