@@ -313,6 +313,12 @@ def bad(environ, start_response):
     if kind == "none":                      # returns None
         start_response("200 OK", [("Content-Type", "text/plain")])
         return None
+    if kind == "strchunk":                  # an iterable (not a list) yielding str
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter(["not bytes"])
+    if kind == "strwrite":                  # the write() callable given a str
+        start_response("200 OK", [("Content-Type", "text/plain")])("not bytes")
+        return []
     raise ValueError(kind)
 
 
