@@ -66,10 +66,13 @@ DEFERRED_CLOSE_WAIT = 1.0    # an idle worker closes its half-closed connections
 READ_AHEAD = 65536           # body bytes read before the app runs (see Parked)
 YIELD_READS = 64             # reads from one connection with no request before others' turn
 EXIT_GRACE = 1.0             # stopping, a parked connection that sent nothing gets this long
+MAX_PARKED = 64              # connections a worker watches for their request at most
+                             # (the desk's MAX_HELD): fds and read-ahead stay bounded
 RETIRE_WAIT = 30.0           # a retiring worker waits this long for its SIGQUIT at most
 
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _ACCEPT_AGAIN = (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR, errno.EPROTO)
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 _INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
                    b"Internal Server Error\n")
 _BAD_REQUEST = ("400 Bad Request", [("Content-Type", "text/plain")], b"Bad Request\n")
@@ -246,8 +249,9 @@ class Worker:
                 if self.deferred:
                     self.close_deferred()
                 if len(ready) > 1:
-                    # Connections the manager already holds waited longest: first.
-                    ready.sort(key=lambda item: item[0] != self.hfd)
+                    # Connections the manager already holds waited longest: first;
+                    # then ours (a parked request whose rest came), new ones last.
+                    ready.sort(key=self.turn)
                 for fd, _ in ready:
                     served = self.take(fd)
                     if served is None:
@@ -259,6 +263,10 @@ class Worker:
                         if cfd != fd:       # new here; a watched one stays registered
                             epoll.register(cfd, select.EPOLLIN)
                     elif outcome is LINGER:
+                        if sock.fileno() == fd:
+                            # Watched: its trailing bytes must not wake us to close it
+                            # unread (a reset); it is closed at a later wakeup.
+                            self.unwatch(fd)
                         shutdown_write(sock)
                         self.deferred.append(sock)
                     elif outcome is DROP:
@@ -285,6 +293,10 @@ class Worker:
             self.retire()
         return procutil.EXIT_OK
 
+    def turn(self, item) -> int:
+        fd = item[0]
+        return 0 if fd == self.hfd else 2 if fd == self.lfd or fd == self.afd else 1
+
     def close_deferred(self) -> None:
         """Close the connections whose last response went out before the
         latest wait. By then the web server has read it and closed its end
@@ -304,11 +316,18 @@ class Worker:
         now = time.monotonic()
         if parked is None:
             parked = Parked(sock, conn, served, now)
+            if len(self.parked) >= MAX_PARKED:
+                self.close_oldest_parked("%d others wait for their request" % MAX_PARKED)
         elif heard:
             parked.progress = now
         parked.heard = parked.heard or heard or not conn.between_requests
         parked.request, parked.body, parked.size = request, body, size
         parked.plan(now, self.terminate)
+        if parked.deadline <= now:
+            # Read just now and still not complete, past its time (also when this
+            # worker was busy meanwhile: a waiting request is served in time).
+            self.log.notice("%s: closing connection: %s" % (self.prefix, parked.why_closed()))
+            return DROP
         fd = sock.fileno()
         self.parked[fd] = parked
         try:
@@ -340,25 +359,43 @@ class Worker:
             self.slot.set_stage(KEEPALIVE if self.kept else IDLE, time.monotonic())
 
     def expire(self, now: float, leaving: bool = False) -> None:
-        """Close the parked connections past their deadline, saying why."""
+        """Close the parked connections past their deadline that have nothing
+        to read, saying why. One with bytes waiting (they may have come while
+        this worker was busy) is read first: park() then decides."""
         for fd, p in list(self.parked.items()):
-            if p.deadline > now:
+            if p.deadline > now or _pending(p.sock):
                 continue
-            del self.parked[fd]
-            self.unwatch(fd)
             why = "no request before the worker stopped" if leaving and not (
                 p.heard or p.request) else p.why_closed()
-            self.log.notice("%s: closing connection: %s" % (self.prefix, why))
-            p.sock.close()
+            self.close_parked(fd, why)
+
+    def close_parked(self, fd: int, why: str) -> None:
+        p = self.parked.pop(fd)
+        self.unwatch(fd)
+        self.log.notice("%s: closing connection: %s" % (self.prefix, why))
+        p.sock.close()
+
+    def close_oldest_parked(self, why: str) -> None:
+        fd = min(self.parked, key=lambda fd: self.parked[fd].since)
+        self.close_parked(fd, why)
 
     def finish_parked(self) -> None:
-        """Leaving: a parked request that completes in time is still served -
-        within its own deadline, or EXIT_GRACE for a connection that sent
-        nothing yet (nginx writes its request right after connecting; a
-        silent peer must not hold up a graceful stop)."""
+        """Leaving: a connection that has sent nothing yet goes to another
+        worker of the pool (the adoption socket, as idle kept connections
+        do; nginx writes its request right after connecting, so this is
+        mostly a request about to come). One with part of a request is still
+        served if the rest comes within its deadline. Without a taker, a
+        silent connection gets EXIT_GRACE: it must not hold up a stop."""
         now = time.monotonic()
-        for p in self.parked.values():
-            if not (p.heard or p.request):
+        for fd, p in list(self.parked.items()):
+            if p.heard or p.request:
+                continue
+            if self.adoption is not None and handoff.send(self.adoption[0], p.sock, b"",
+                                                          fresh=True):
+                del self.parked[fd]
+                self.unwatch(fd)
+                p.sock.close()
+            else:
                 p.deadline = min(p.deadline, now + EXIT_GRACE)
         while self.parked:
             now = time.monotonic()
@@ -394,8 +431,10 @@ class Worker:
         got = receive(self.adoption[1], self.listen_sock.family)
         if got is None:
             return None
-        sock, data = got
+        sock, data, fresh = got
         conn = fastcgi.ServerConnection(self.max_params_bytes)
+        if fresh:       # nothing sent yet: as if just accepted here
+            return sock, conn, self.serve(sock, conn, False)
         if data:
             conn.receive_data(data)
             return sock, conn, self.serve(sock, conn, False, read_first=False)
@@ -462,6 +501,9 @@ class Worker:
             except OSError as e:
                 if self.stopping or e.errno in _ACCEPT_AGAIN:
                     return None
+                if e.errno in _NO_FDS and self.parked:
+                    self.close_oldest_parked("out of file descriptors (%s)" % e.strerror)
+                    return None
                 raise
             if self.allowed is not None and not self.client_allowed(addr, self.allowed):
                 os.close(cfd)
@@ -479,7 +521,7 @@ class Worker:
                 return None
             if self.handoff_counts is not None:
                 self.handoff_counts.taken(self.slot_index)
-            sock, data = got
+            sock, data, _fresh = got
             conn = fastcgi.ServerConnection(self.max_params_bytes)
             conn.receive_data(data)
             return sock, conn, self.serve(sock, conn, False, read_first=False)
@@ -892,6 +934,15 @@ class _NoSlot:
 
     def request_end(self, *args):
         pass
+
+
+def _pending(sock: socket.socket) -> bool:
+    """Bytes, or the peer's end, wait to be read."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | DONTWAIT)
+        return True
+    except OSError:         # BlockingIOError: nothing yet
+        return False
 
 
 def _body_reader(sock: socket.socket, conn):

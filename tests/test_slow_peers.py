@@ -99,6 +99,84 @@ def test_six_silent_connections_do_not_stop_a_two_worker_pool(pfm_factory, trans
             sock.close()
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_request_that_arrives_while_the_worker_is_busy_is_served_after_its_deadline(
+        pfm_factory, run_dir, transport):
+    """A connection the only worker accepted before its request came, whose
+    request then arrives while the worker runs a 6 s request: it is served
+    once the worker is free, although that is past the 5 s a request has to
+    arrive in - the peer was in time, the worker was not."""
+    p = pfm_factory(pool={"pm.max_children": 1, "listen": _listen(transport)})
+    (worker,) = p.worker_pids()
+    early = FcgiConnection(p.address(), timeout=30)
+    try:
+        time.sleep(0.3)                         # accepted and watched, nothing sent yet
+        started = run_dir / "started"
+        busy = Background(fcgi_get, p.address(), "/sleep", "s=6&started=%s" % started,
+                          timeout=30)
+        wait_for(started.exists, 5, "the worker to run the 6 s request")
+        early.send(fastcgi.encode_request(request_params("/pid")))
+        r = early.read_response()
+        assert r.status == 200 and r.json()["pid"] == worker
+        assert busy.join_result(30).status == 200
+    finally:
+        early.close()
+    assert "closing connection" not in p.log(), p.log()
+
+
+@pytest.mark.timeout(40)
+def test_a_retiring_worker_passes_on_a_connection_that_sent_nothing_yet(pfm_factory):
+    """pm.max_requests = 2 and a connection the only worker accepted before
+    its request came: when the worker retires, that connection goes to its
+    replacement (as idle kept connections do), which serves the request
+    when it comes; the retiree served exactly 2 requests."""
+    p = pfm_factory(pool={"pm.max_children": 1, "pm.max_requests": 2, "listen": "unix"})
+    (first,) = p.worker_pids()
+    early = FcgiConnection(p.address(), timeout=30)
+    try:
+        time.sleep(0.3)                                 # watched, nothing sent
+        for n in (1, 2):
+            info = fcgi_get(p.address(), "/pid", timeout=10).json()
+            assert (info["pid"], info["requests"]) == (first, n)
+        p.wait_log(r"child %d exited with code 0" % first)
+        (second,) = p.wait_workers(exclude=(first,))["www"]
+        time.sleep(1.5)                                 # longer than any grace on the way out
+        early.send(fastcgi.encode_request(request_params("/pid")))
+        info = early.read_response().json()
+        assert (info["pid"], info["requests"]) == (second, 1)
+    finally:
+        early.close()
+    assert "closing connection" not in p.log(), p.log()
+
+
+@pytest.mark.timeout(40)
+def test_a_worker_watches_at_most_64_silent_connections(pfm_factory):
+    """70 silent connections on one worker: it watches 64 at most (its
+    descriptors and read-ahead stay bounded), closing the oldest with a log
+    line, and still serves an ordinary request at once."""
+    p = pfm_factory(pool={"pm.max_children": 1, "listen": "unix"})
+    silent = _silent(p, 70)
+    try:
+        r, took = _timed_get(p, "/hello", timeout=5)
+        assert r.status == 200 and took < 1.5, took
+        p.wait_log(r"NOTICE: \[pool www\] child \d+: closing connection: 64 others wait for "
+                   r"their request")
+        closed = 0
+        for sock in silent:
+            sock.setblocking(False)
+            try:
+                closed += sock.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed >= 6, closed
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 def _trickle(address, data: bytes, pause: float, stop: threading.Event):
     """Send `data` a byte every `pause` seconds; returns (bytes sent, seconds
     until the server closed the connection) or (sent, None)."""
