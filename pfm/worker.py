@@ -95,7 +95,7 @@ class Parked:
     the whole wait."""
 
     __slots__ = ("sock", "conn", "served", "heard", "request", "body", "size", "since",
-                 "progress", "deadline")
+                 "progress", "deadline", "adopted")
 
     def __init__(self, sock: socket.socket, conn, served: bool, now: float):
         self.sock = sock
@@ -108,6 +108,7 @@ class Parked:
         self.since = now            # the first wait
         self.progress = now         # the last wait that followed new bytes
         self.deadline = now
+        self.adopted = False        # passed on by another worker (it stays here now)
 
     def plan(self, now: float, terminate: float) -> None:
         """Set the deadline of the wait that begins `now`."""
@@ -386,16 +387,10 @@ class Worker:
         mostly a request about to come). One with part of a request is still
         served if the rest comes within its deadline. Without a taker, a
         silent connection gets EXIT_GRACE: it must not hold up a stop."""
+        self.pass_on_silent(leaving=True)
         now = time.monotonic()
-        for fd, p in list(self.parked.items()):
-            if p.heard or p.request:
-                continue
-            if self.adoption is not None and handoff.send(self.adoption[0], p.sock, b"",
-                                                          fresh=True):
-                del self.parked[fd]
-                self.unwatch(fd)
-                p.sock.close()
-            else:
+        for p in self.parked.values():
+            if not (p.heard or p.request):
                 p.deadline = min(p.deadline, now + EXIT_GRACE)
         while self.parked:
             now = time.monotonic()
@@ -419,6 +414,25 @@ class Worker:
                 elif outcome is DROP:
                     p.sock.close()
 
+    def pass_on_silent(self, leaving: bool) -> None:
+        """Give the parked connections that have sent nothing yet to another
+        worker of the pool (the adoption socket): before this worker runs a
+        request, so that a request about to come on them (the accept won the
+        race with the peer's first write) does not wait behind it while
+        another worker is idle; and when it leaves. A connection passed on
+        once stays where it went, but for the leaving: silent peers do not
+        travel for ever."""
+        if self.adoption is None:
+            return
+        for fd, p in list(self.parked.items()):
+            if p.heard or p.request or (p.adopted and not leaving):
+                continue
+            if not handoff.send(self.adoption[0], p.sock, b"", fresh=True):
+                return
+            del self.parked[fd]
+            self.unwatch(fd)
+            p.sock.close()
+
     def unwatch(self, fd: int) -> None:
         try:
             self.epoll.unregister(fd)
@@ -434,7 +448,10 @@ class Worker:
         sock, data, fresh = got
         conn = fastcgi.ServerConnection(self.max_params_bytes)
         if fresh:       # nothing sent yet: as if just accepted here
-            return sock, conn, self.serve(sock, conn, False)
+            outcome = self.serve(sock, conn, False)
+            if outcome is WAIT:
+                self.parked[sock.fileno()].adopted = True
+            return sock, conn, outcome
         if data:
             conn.receive_data(data)
             return sock, conn, self.serve(sock, conn, False, read_first=False)
@@ -609,6 +626,8 @@ class Worker:
                         ended = True
                     else:
                         return DROP         # CLOSED: gone before its body ended
+                    if self.parked:
+                        self.pass_on_silent(leaving=False)
                     ok = self.handle(sock, conn, request, body, ended)
                     request = body = parked = None
                     size = reads = 0

@@ -126,6 +126,47 @@ def test_request_that_arrives_while_the_worker_is_busy_is_served_after_its_deadl
 
 
 @pytest.mark.timeout(40)
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_connection_accepted_before_its_request_does_not_wait_behind_another(pfm_factory,
+                                                                              transport):
+    """A worker accepted connection A before A's request came (a TCP accept
+    often wins that race against the client's first write), then starts a
+    3 s request on another connection: A goes to the other, idle worker
+    first, so A's request, coming a moment later, is answered at once, not
+    after the 3 s request."""
+    status_port = harness.free_port()
+    p = pfm_factory(pool={"listen": _listen(transport),
+                          "pm.status_listen": "127.0.0.1:%d" % status_port})
+
+    def reading():
+        r = fcgi_get(("127.0.0.1", status_port), "/status", "json&full", timeout=5)
+        return [x["pid"] for x in r.json()["processes"] if x["state"] == "Reading headers"]
+    with FcgiConnection(p.address(), timeout=30) as kept:
+        holder = kept.request(request_params("/pid"), keep_conn=True).json()["pid"]
+        for _ in range(20):     # until A is accepted by the worker that holds `kept`
+            early = FcgiConnection(p.address(), timeout=30)
+            watcher = wait_for(reading, 5, "a worker watching the new connection")
+            if watcher == [holder]:
+                break
+            early.close()
+            wait_for(lambda: not reading(), 5, "the closed connection to be dropped")
+        else:
+            pytest.fail("20 connections in a row went to the other worker")
+        try:
+            kept.send(fastcgi.encode_request(request_params("/sleep", "s=3"), keep_conn=True))
+            time.sleep(0.3)                     # the 3 s request runs
+            t0 = time.monotonic()
+            early.send(fastcgi.encode_request(request_params("/pid")))
+            r = early.read_response()
+            took = time.monotonic() - t0
+            assert r.status == 200 and r.json()["pid"] != holder, r.json()
+            assert took < 1.5, took
+            assert kept.read_response().status == 200
+        finally:
+            early.close()
+
+
+@pytest.mark.timeout(40)
 def test_a_retiring_worker_passes_on_a_connection_that_sent_nothing_yet(pfm_factory):
     """pm.max_requests = 2 and a connection the only worker accepted before
     its request came: when the worker retires, that connection goes to its
