@@ -29,6 +29,8 @@ def adoption_pair() -> tuple[socket.socket, socket.socket]:
     of the pool - of the next generation after a reload - adopts them. Closing
     a connection nginx keeps for reuse races with nginx sending a request on
     it (nginx answers a POST so cut short with 502); passing it on does not.
+    Connections accepted before their request came go the same way, when
+    their worker leaves or is about to run another request (worker.py).
     The master makes one per pool name and keeps it across reloads."""
     return pair()
 

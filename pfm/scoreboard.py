@@ -36,7 +36,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 # ---- stages -------------------------------------------------------------------------
 
 IDLE = 0        # waiting for a connection (a zeroed slot reads as Idle)
-READING = 1     # a connection or kept connection became readable; params not complete
+READING = 1     # waiting on connections whose request has not all arrived (worker.Parked);
+                # it still takes new connections, but counts as active, as in php-fpm
 INFO = 2        # params parsed, request being set up
 RUNNING = 3     # the application runs
 FINISHING = 4   # response sent (pfm.finish_request), the application still runs

@@ -440,8 +440,9 @@ class Worker:
             pass    # the epoll is closed (leaving) or never had it
 
     def adopt(self):
-        """An idle kept-alive connection another worker of the pool gave up:
-        watch it as one of ours (serve it now if a request came with it)."""
+        """An idle kept-alive connection, or one that has sent nothing yet,
+        that another worker of the pool gave up: watch it as one of ours
+        (serve it now if a request came with it)."""
         got = receive(self.adoption[1], self.listen_sock.family)
         if got is None:
             return None
