@@ -565,6 +565,12 @@ class ServerConnection(_RecordReader):
         """FCGI_KEEP_CONN of the active request: if False, close after END_REQUEST."""
         return self._keep_conn if self._state != _IDLE else False
 
+    @property
+    def between_requests(self) -> bool:
+        """No request active and no byte of a next record received: an idle
+        kept-alive connection (anything else is a request on its way)."""
+        return self._state == _IDLE and len(self._buf) == self._pos
+
     def pending_bytes(self) -> bytes:
         """Received bytes not consumed yet (a next request's first records),
         for handing the connection to another process."""

@@ -5,7 +5,10 @@ that it can answer the status page and ping (they must work exactly when the
 pool is saturated). A connection that turns out to be an ordinary request is
 passed on, with the bytes already read from it, over one SOCK_SEQPACKET socket
 that all the pool's workers read (EPOLLEXCLUSIVE: one idle worker takes it).
-A message is one connection: its descriptor (SCM_RIGHTS) and its bytes.
+A message is one connection: its descriptor (SCM_RIGHTS) and its bytes;
+one byte 0 for none (an idle kept-alive connection), no byte at all for a
+fresh connection that has sent nothing yet (a receiver of an older pfm takes
+that for an idle kept one, so a reload across versions still works).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ def adoption_pair() -> tuple[socket.socket, socket.socket]:
     of the pool - of the next generation after a reload - adopts them. Closing
     a connection nginx keeps for reuse races with nginx sending a request on
     it (nginx answers a POST so cut short with 502); passing it on does not.
+    Connections accepted before their request came go the same way, when
+    their worker leaves or is about to run another request (worker.py).
     The master makes one per pool name and keeps it across reloads."""
     return pair()
 
@@ -38,18 +43,19 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
-def send(sock: socket.socket, conn: socket.socket, data: bytes) -> bool:
-    """False if the hand-off queue is full right now (try again later)."""
+def send(sock: socket.socket, conn: socket.socket, data: bytes, fresh: bool = False) -> bool:
+    """False if the hand-off queue is full right now (try again later).
+    `fresh`: a connection that has not sent anything yet (`data` is empty)."""
     try:
-        sock.sendmsg([data or b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                        array.array("i", [conn.fileno()]))])
+        sock.sendmsg([b"" if fresh else data or b"\0"],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
     except BlockingIOError:
         return False
     return True
 
 
 def receive(sock: socket.socket, family: int):
-    """(connection, bytes) or None if another worker took it first."""
+    """(connection, bytes, fresh) or None if another worker took it first."""
     fds = array.array("i")
     try:
         data, ancdata, _flags, _addr = sock.recvmsg(MAX_BYTES, socket.CMSG_LEN(fds.itemsize))
@@ -62,7 +68,7 @@ def receive(sock: socket.socket, family: int):
         return None
     conn = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
     conn.setblocking(True)
-    return conn, (b"" if data == b"\0" else data)
+    return conn, (b"" if data == b"\0" else data), not data
 
 
 _CELL = struct.Struct("<Q")

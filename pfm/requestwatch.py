@@ -6,6 +6,13 @@ with request_terminate_timeout_track_finished): time spent idle on a kept-alive
 connection never counts. The Python stack of a slow or overdue request is
 written by the worker itself, from a signal handler (faulthandler), so no
 ptrace is needed and the request is never stopped to take it.
+
+An overdue request is ended once: one log line, one stack, SIGTERM, and
+SIGKILL a second later if the request still runs (an app may ignore SIGTERM;
+php-fpm's own stop escalates the same way).
+
+A worker bounds the stages before Running itself (a request still arriving
+is never waited on alone, worker.Parked), also by request_terminate_timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from .scoreboard import FINISHING, RUNNING
 SIG_STACK_TO_SLOWLOG = signal.SIGRTMIN + 1
 SIG_STACK_TO_ERRORLOG = signal.SIGRTMIN + 2
 KILL_DELAY = 0.2        # between asking for the stack and SIGTERM, to let it be written
+KILL_GRACE = 1.0        # SIGTERM unheeded this long: SIGKILL (php-fpm: a second after TERM)
 MIN_PERIOD = 0.13       # php-fpm's heartbeat floor
 
 
@@ -84,28 +92,48 @@ def describe(state, pool) -> str:
                                                   state.uri or "-", query)
 
 
+class Ending:
+    """An overdue request being ended: SIGTERM at `term_at`, SIGKILL at
+    `kill_at` - while the same request (its start time) still runs."""
+
+    __slots__ = ("request_start", "term_at", "kill_at", "sent")
+
+    def __init__(self, request_start: float, now: float):
+        self.request_start = request_start
+        self.term_at = now + KILL_DELAY
+        self.kill_at = self.term_at + KILL_GRACE
+        self.sent = 0               # the last signal sent (0: none yet)
+
+    def due(self) -> float | None:
+        if self.sent == 0:
+            return self.term_at
+        return self.kill_at if self.sent == signal.SIGTERM else None
+
+
 class RequestWatch:
-    def __init__(self, pool, board, log, slowlog_fd: int):
+    def __init__(self, pool, board, log, slowlog_fd: int, now: float | None = None):
         self.pool = pool
         self.board = board
         self.log = log
         self.slowlog_fd = slowlog_fd
         self.period = period(pool)
-        self.next_check = time.monotonic() + self.period if self.period else None
+        now = time.monotonic() if now is None else now
+        self.next_check = now + self.period if self.period else None
         self.logged: dict[int, float] = {}      # pid -> request_start already slow-logged
-        self.killing: dict[int, float] = {}     # pid -> when to send SIGTERM
+        self.ending: dict[int, Ending] = {}     # pid -> its overdue request, until reaped
+        self.stages = (RUNNING, FINISHING) if pool.request_terminate_timeout_track_finished \
+            else (RUNNING,)
 
     def check(self, slots, now: float) -> None:
         """One pass; call when `due()` is."""
-        self.kill_due(now)
+        if self.ending:
+            self.end_overdue(slots, now)
         if self.next_check is None or now < self.next_check:
             return
         self.next_check = now + self.period
         slow, term = self.pool.request_slowlog_timeout, self.pool.request_terminate_timeout
-        stages = (RUNNING, FINISHING) if self.pool.request_terminate_timeout_track_finished \
-            else (RUNNING,)
         for s in slots:
-            if not s.pid or s.stage not in stages or s.pid in self.killing:
+            if not s.pid or s.stage not in self.stages or s.pid in self.ending:
                 continue
             elapsed = now - s.request_start
             if slow and s.stage == RUNNING and elapsed >= slow \
@@ -113,7 +141,7 @@ class RequestWatch:
                 self.logged[s.pid] = s.request_start
                 self.slow(s, elapsed)
             elif term and elapsed >= term:
-                self.terminate(s, elapsed)
+                self.terminate(s, elapsed, now)
 
     def slow(self, s, elapsed: float) -> None:
         self.log.warning("[pool %s] child %d, %s executing too slow (%.6f sec), logging"
@@ -121,27 +149,37 @@ class RequestWatch:
         self.board.note_slow_request()
         _signal(s.pid, SIG_STACK_TO_SLOWLOG)
 
-    def terminate(self, s, elapsed: float) -> None:
-        """The stack first (to the slowlog, else the error log), SIGTERM a moment later."""
+    def terminate(self, s, elapsed: float, now: float) -> None:
+        """The stack first (to the slowlog, else the error log), SIGTERM a
+        moment later, SIGKILL if that is not enough: logged once."""
         self.log.warning("[pool %s] child %d, %s execution timed out (%.6f sec), terminating"
                          % (self.pool.name, s.pid, describe(s, self.pool), elapsed))
         _signal(s.pid, SIG_STACK_TO_SLOWLOG if self.slowlog_fd >= 0 else SIG_STACK_TO_ERRORLOG)
-        self.killing[s.pid] = time.monotonic() + KILL_DELAY
+        self.ending[s.pid] = Ending(s.request_start, now)
 
-    def kill_due(self, now: float) -> None:
-        for pid, when in list(self.killing.items()):
-            if now >= when:
+    def end_overdue(self, slots, now: float) -> None:
+        """Send what is due to the overdue requests that still run. One that
+        ended meanwhile (its worker ignored SIGTERM but finished) is let be."""
+        running = {s.pid: s.request_start for s in slots if s.stage in self.stages}
+        for pid, ending in list(self.ending.items()):
+            if running.get(pid) != ending.request_start:
+                del self.ending[pid]
+            elif ending.sent == 0 and now >= ending.term_at:
+                ending.sent = signal.SIGTERM
                 _signal(pid, signal.SIGTERM)
-                del self.killing[pid]
+            elif ending.sent == signal.SIGTERM and now >= ending.kill_at:
+                ending.sent = signal.SIGKILL
+                _signal(pid, signal.SIGKILL)
 
     def due(self) -> float | None:
         """The next time the manager must call `check`."""
-        times = [t for t in [self.next_check, *self.killing.values()] if t is not None]
+        times = [t for t in [self.next_check, *(e.due() for e in self.ending.values())]
+                 if t is not None]
         return min(times) if times else None
 
     def forget(self, pid: int) -> None:
         self.logged.pop(pid, None)
-        self.killing.pop(pid, None)
+        self.ending.pop(pid, None)
 
 
 def _signal(pid: int, sig: int) -> None:

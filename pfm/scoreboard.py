@@ -36,7 +36,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 # ---- stages -------------------------------------------------------------------------
 
 IDLE = 0        # waiting for a connection (a zeroed slot reads as Idle)
-READING = 1     # a connection or kept connection became readable; params not complete
+READING = 1     # waiting on connections whose request has not all arrived (worker.Parked);
+                # it still takes new connections, but counts as active, as in php-fpm
 INFO = 2        # params parsed, request being set up
 RUNNING = 3     # the application runs
 FINISHING = 4   # response sent (pfm.finish_request), the application still runs
@@ -310,8 +311,6 @@ class SlotWriter:
             s = _cut(s, SCRIPT_SIZE)
         if len(a) > USER_SIZE:
             a = _cut(a, USER_SIZE)
-        if type(content_length) is not int:     # CONTENT_LENGTH straight from the params
-            content_length = int(content_length) if str(content_length).isdigit() else 0
         seq = self._seq
         self._requests = requests = self._requests + 1
         self._request_start = now
@@ -319,9 +318,16 @@ class SlotWriter:
         self._since = now
         # The last request's duration, cpu and memory are cleared: they
         # belong to an idle worker only (php-fpm shows them only then).
-        _START_S.pack_into(self._buf, self._off, seq + 1, RUNNING, now, now,
-                           self._last_activity, 0, 0.0, 0, requests, now,
-                           content_length, m, u, q, s, a)
+        try:
+            _START_S.pack_into(self._buf, self._off, seq + 1, RUNNING, now, now,
+                               self._last_activity, 0, 0.0, 0, requests, now,
+                               content_length, m, u, q, s, a)
+        except struct.error:
+            # A content length that is not an int of the field's range
+            # (CONTENT_LENGTH as a string, or crafted): costs nothing until then.
+            _START_S.pack_into(self._buf, self._off, seq + 1, RUNNING, now, now,
+                               self._last_activity, 0, 0.0, 0, requests, now,
+                               _as_length(content_length), m, u, q, s, a)
         _SEQ.pack_into(self._buf, self._off, seq + 2)
         self._seq = seq + 2
 
@@ -343,6 +349,27 @@ class SlotWriter:
     def requests(self) -> int:
         """Requests this worker counted: what pm.max_requests compares."""
         return self._requests
+
+    @property
+    def stage(self) -> int:
+        """The stage this writer last wrote."""
+        return self._stage
+
+
+_I64_MAX = (1 << 63) - 1
+
+
+def _as_length(value) -> int:
+    """A content length the slot's signed 64-bit field holds: anything but a
+    plain run of ASCII digits (a crafted CONTENT_LENGTH such as '\u00b2' or
+    '-1') is 0, a number past the field (2**64) is clipped to it."""
+    if type(value) is int:
+        return min(max(value, 0), _I64_MAX)
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    if not (text.isdigit() and text.isascii()):
+        return 0
+    text = text.lstrip("0")
+    return _I64_MAX if len(text) > 19 else min(int(text or "0"), _I64_MAX)
 
 
 # ---- the table ----------------------------------------------------------------------

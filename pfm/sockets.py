@@ -12,11 +12,9 @@ import grp
 import os
 import pwd
 import socket
-import struct
 from dataclasses import dataclass
 
 BACKLOG_MAX = 65535  # listen(2) clips it to net.core.somaxconn, as php-fpm's -1 does
-RECEIVE_TIMEOUT = 5  # seconds: php-fpm polls a new connection this long for its first bytes
 
 
 class SocketError(Exception):
@@ -39,17 +37,11 @@ class Listener:
 def bind(addr, backlog: int = -1, mode: int = 0o660, owner: str | None = None,
          group: str | None = None, acl_users=(), acl_groups=()) -> Listener:
     """Create, bind and listen. `addr` is a config.ListenAddress. With ACL
-    entries a unix socket gets them instead of an owner and group (php-fpm)."""
-    listener = _bind(addr, backlog, mode, owner, group, acl_users, acl_groups)
-    # Accepted connections inherit this receive timeout from the listening
-    # socket - also those made before any worker ran - so a client that sends
-    # nothing, or never closes its end, cannot hold a worker for long.
-    listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                             struct.pack("ll", RECEIVE_TIMEOUT, 0))
-    return listener
+    entries a unix socket gets them instead of an owner and group (php-fpm).
 
-
-def _bind(addr, backlog, mode, owner, group, acl_users, acl_groups) -> Listener:
+    No receive or send timeout is set here for the connections to inherit:
+    accepted unix-socket connections would not (only TCP copies them), so
+    the worker bounds its waits itself (peerio.py)."""
     backlog = BACKLOG_MAX if backlog is None or backlog < 0 else backlog
     if addr.kind == "unix":
         listener = _bind_unix(addr.path, backlog, mode, None if acl_users or acl_groups else owner,

@@ -17,11 +17,13 @@ import time
 
 from . import fastcgi, handoff, listenqueue, status
 from .fastcgi import NEED_DATA, Request, StdinEnd
+from .peerio import RECEIVE_TIMEOUT
 from .scoreboard import STARTING, peak_active
 from .wsgi import header_block
 
 MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
-READ_TIMEOUT = 5.0      # a connection that sends no complete request in this long is dropped
+READ_TIMEOUT = RECEIVE_TIMEOUT   # a connection that sends no complete request in this
+                                # long is dropped, as a worker does
 _NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
 
 

@@ -62,10 +62,10 @@ class InputStream:
 
     __slots__ = ("_pull", "_buf", "_eof")
 
-    def __init__(self, pull: Callable[[], bytes]):
+    def __init__(self, pull: Callable[[], bytes], data: bytes = b"", eof: bool = False):
         self._pull = pull      # returns the next non-empty chunk, or b"" at the end
-        self._buf = b""
-        self._eof = False
+        self._buf = data       # what the worker read ahead before the app ran
+        self._eof = eof        # ... and whether that was the whole body
 
     def _more(self) -> bool:
         if self._eof:
@@ -182,6 +182,26 @@ class FileWrapper:
             if not data:
                 return
             yield data
+
+
+# The largest CONTENT_LENGTH taken: what a signed 64-bit field holds (the
+# scoreboard's; nginx's own off_t). More is a crafted request, not an upload.
+MAX_CONTENT_LENGTH = (1 << 63) - 1
+
+
+def content_length(value: str) -> int | None:
+    """CONTENT_LENGTH as a number, or None if it is not one: HTTP allows
+    ASCII digits only (RFC 9110, 8.6), where int() would also take a sign,
+    spaces, underscores and any unicode decimal digit. nginx never forwards
+    another, so only a crafted request has one."""
+    if not (value.isdigit() and value.isascii()):
+        return None
+    if len(value) > 19:                   # beyond 2**63 (and int()'s 4300-digit limit)
+        value = value.lstrip("0")
+        if len(value) > 19:
+            return None
+    n = int(value or "0")
+    return n if n <= MAX_CONTENT_LENGTH else None
 
 
 def header_block(status: str, headers: list[tuple[str, str]]) -> bytes:

@@ -390,6 +390,24 @@ def test_content_plus_padding_beyond_65535_is_accepted():
     assert events[1:] == [StdinData(1, body), StdinEnd(1)]
 
 
+def test_between_requests_is_false_while_any_byte_of_a_request_waits():
+    """What the worker watches a kept-alive connection by: an idle one has no
+    deadline, one with part of a request (a record header, params) has."""
+    conn = ServerConnection()
+    assert conn.between_requests
+    data = f.encode_request({"N": "1"}, b"", request_id=1, keep_conn=True)
+    conn.receive_data(data[:3])
+    assert conn.next_event() is NEED_DATA and not conn.between_requests
+    conn.receive_data(data[3:])
+    assert isinstance(conn.next_event(), Request) and not conn.between_requests
+    assert conn.next_event() == StdinEnd(1) and not conn.between_requests
+    conn.request_done()
+    assert conn.next_event() is NEED_DATA and conn.between_requests
+    conn.receive_data(f.get_values(["FCGI_MPXS_CONNS"]))
+    assert conn.next_event() is NEED_DATA and conn.between_requests   # answered, nothing left
+    assert conn.data_to_send()
+
+
 def test_keep_alive_serves_requests_in_sequence_after_request_done():
     conn = ServerConnection()
     assert conn.active_request_id is None and conn.keep_conn is False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -565,12 +566,15 @@ def test_exception_after_output_drops_the_connection_without_end_request(one_wor
     assert r.status == 200 and r.json()["pid"] == worker
 
 
-@pytest.mark.parametrize("kind", ["str", "nostart", "badstatus", "badheader", "twice", "none"])
+@pytest.mark.parametrize("kind", ["str", "strchunk", "strwrite", "nostart", "badstatus",
+                                  "badheader", "twice", "none"])
 def test_pep3333_violations_give_500_and_the_worker_survives(one_worker, kind):
-    """An app that breaks PEP 3333 (str body, no start_response, a bad status
-    or header, start_response twice, None returned) gets a 500 - never a
-    malformed response or an injected header - an error in the log, and the
-    same worker serves the next request."""
+    """An app that breaks PEP 3333 (a str body in a list, from an iterator or
+    given to write(), no start_response, a bad status or header,
+    start_response twice, None returned) gets a 500 - never a malformed
+    response, a connection dropped without END_REQUEST (nginx's 502) or an
+    injected header - an error in the log, and the same worker serves the
+    next request."""
     worker = one_worker.worker_pids()[0]
     mark = one_worker.log_size()
     r = fcgi_get(one_worker.address(), "/bad", "kind=" + kind)
@@ -579,6 +583,30 @@ def test_pep3333_violations_give_500_and_the_worker_survives(one_worker, kind):
     one_worker.wait_log(r"ERROR: \[pool www\] child %d" % worker, start=mark)
     r = fcgi_get(one_worker.address(), "/pid")
     assert r.status == 200 and r.json()["pid"] == worker
+
+
+@pytest.mark.parametrize("value", ["18446744073709551616", "\u00b2", "-1", "+5", " 5", "1e3",
+                                   "1_000"])
+def test_crafted_content_length_gets_400_and_the_worker_lives(one_worker, value):
+    """A CONTENT_LENGTH that is not a plain run of ASCII digits within 64 bits
+    (only a peer other than nginx sends one: nginx checks Content-Length) is
+    answered 400 Bad Request with END_REQUEST, without running the app, and
+    logged; the same worker serves the next request (a 2**64 value or a
+    unicode digit such as '\u00b2', byte 0xb2, used to crash it in the
+    scoreboard write)."""
+    worker = one_worker.worker_pids()[0]
+    mark = one_worker.log_size()
+    with FcgiConnection(one_worker.address()) as c:
+        r = c.request(request_params("/echo", method="POST", CONTENT_LENGTH=value), b"abc")
+    assert r.status == 400, (r.status, r.body)
+    assert r.end.protocol_status == fastcgi.REQUEST_COMPLETE
+    one_worker.wait_log(r"WARNING: \[pool www\] child %d: invalid CONTENT_LENGTH %s "
+                        r"\(request: \"POST /echo\"\), answered 400"
+                        % (worker, re.escape(repr(value))), start=mark)
+    r = fcgi_get(one_worker.address(), "/echo", method="POST", body=b"fine")
+    assert r.status == 200 and r.body == b"fine"
+    assert one_worker.worker_pids() == [worker]
+    assert "crashed" not in one_worker.log() and "exited" not in one_worker.log()
 
 
 @pytest.mark.timeout(30)

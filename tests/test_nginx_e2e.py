@@ -443,6 +443,26 @@ def test_exception_gives_500_and_the_next_request_is_fine(pfm_factory, nginx_fac
         assert r.status_code == 200 and r.json()["pid"] == worker
 
 
+@pytest.mark.parametrize("kind", ["strchunk", "strwrite"])
+def test_str_chunk_gives_500_not_502(pfm_factory, nginx_factory, kind):
+    """An app whose first chunk is a str (from an iterator, or given to
+    write()) has sent nothing yet: nginx gets pfm's 500 with the error
+    logged, not a connection dropped mid-response (502), and the same worker
+    serves the next request."""
+    p = pfm_factory(pool={"pm.max_children": 1})
+    n = nginx_factory(p.backend())
+    worker = p.worker_pids()[0]
+    r = requests.get(n.url + "/bad?kind=" + kind, timeout=10)
+    assert r.status_code == 500, (r.status_code, r.text)
+    assert r.text == "Internal Server Error\n"
+    p.wait_log(r"ERROR: \[pool www\] child %d: exception in the application \(request: "
+               r"\"GET /bad\?kind=%s\"\)" % (worker, kind))
+    p.wait_log(r"ERROR: \[pool www\] child %d: TypeError: " % worker)
+    assert "upstream prematurely closed" not in n.error_log_text()
+    r = requests.get(n.url + "/pid", timeout=10)
+    assert r.status_code == 200 and r.json()["pid"] == worker
+
+
 def test_exception_after_the_headers_went_out(pfm_factory, nginx_factory):
     """An exception after part of a streamed body was sent cannot become a 500:
     the traceback is logged and the worker serves the next request.

@@ -127,6 +127,20 @@ def test_content_length_may_come_straight_from_the_params():
     assert board.read()[0].content_length == 0
 
 
+@pytest.mark.parametrize("given,stored", [
+    ("18446744073709551616", (1 << 63) - 1), ("\u00b2", 0), ("\u0665", 0), ("-1", 0),
+    (" 5", 0), ("1" * 5000, (1 << 63) - 1), (1 << 64, (1 << 63) - 1)])
+def test_crafted_content_length_never_breaks_the_slot_write(given, stored):
+    """A CONTENT_LENGTH no web server sends (2**64, a unicode digit) used to
+    raise in request_start and crash the worker: it is stored clipped to
+    the field, or 0 when it is no number at all."""
+    board = Scoreboard.create(1)
+    _, slot = worker(board)
+    slot.request_start("POST", "/", "", given, T0)
+    (s,) = board.read()
+    assert s.content_length == stored and s.stage == RUNNING and s.requests == 1
+
+
 def test_request_end_in_keepalive_counts_as_idle():
     board = Scoreboard.create(1)
     _, slot = worker(board)

@@ -439,6 +439,21 @@ def test_slowlog_entry_names_the_slow_python_function(pfm_factory, nginx_factory
     assert harness.alive(worker)
 
 
+def cut_off(n, path: str, at_least: float, below: float) -> None:
+    """A request through nginx that pfm ends: an error status (502/504, not
+    200) after `at_least` to `below` seconds."""
+    t0 = time.monotonic()
+    r = requests.get(n.url + path, timeout=20)
+    elapsed = time.monotonic() - t0
+    assert r.status_code in (500, 502, 503, 504), (r.status_code, r.text)
+    assert at_least <= elapsed < below, elapsed
+
+
+def wait_killed(p, worker: int, signal_name: str) -> None:
+    p.wait_log(r"^%sWARNING: \[pool www\] child %d exited on signal %s after "
+               r"\d+\.\d{6} seconds from start$" % (TIME_PREFIX, worker, re.escape(signal_name)))
+
+
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("with_slowlog", [True, False], ids=["slowlog", "errorlog"])
 def test_request_terminate_timeout_kills_only_that_request(pfm_factory, nginx_factory,
@@ -455,17 +470,12 @@ def test_request_terminate_timeout_kills_only_that_request(pfm_factory, nginx_fa
     p = pfm_factory(pool=pool)
     n = nginx_factory(p.backend())
     (worker,) = p.worker_pids()
-    t0 = time.monotonic()
-    r = requests.get(n.url + "/sleep?s=10", timeout=20)
-    elapsed = time.monotonic() - t0
-    assert r.status_code in (500, 502, 503, 504), (r.status_code, r.text)
-    assert 1.9 <= elapsed < 5.0, elapsed
+    cut_off(n, "/sleep?s=10", 1.9, 5.0)
     m = p.wait_log(r"^%sWARNING: \[pool www\] child %d, script 'testapps:app' \(request: "
                    r"\"GET /sleep\?s=10\"\) execution timed out \((\d+\.\d+) sec\), "
                    r"terminating$" % (TIME_PREFIX, worker))
     assert 2.0 <= float(m.group(1)) < 3.0
-    p.wait_log(r"^%sWARNING: \[pool www\] child %d exited on signal 15 \(SIGTERM\) after "
-               r"\d+\.\d{6} seconds from start$" % (TIME_PREFIX, worker))
+    wait_killed(p, worker, "15 (SIGTERM)")
     stack_file = slowlog if with_slowlog else p.log_path
     entry = r"\[pool www\] pid %d\nscript_filename = \S+\nrequest = GET /sleep\?s=10\n" \
             r"\[0x[0-9a-f]+\] sleep\(\) %s:%d\n" % (worker, re.escape(str(APPS / "testapps.py")),
@@ -476,6 +486,31 @@ def test_request_terminate_timeout_kills_only_that_request(pfm_factory, nginx_fa
     (new,) = p.wait_workers(exclude=(worker,))["www"]
     r = requests.get(n.url + "/pid", timeout=10)
     assert r.status_code == 200 and r.json()["pid"] == new
+
+
+@pytest.mark.timeout(40)
+def test_request_terminate_timeout_kills_an_app_that_ignores_sigterm(pfm_factory, nginx_factory,
+                                                                     run_dir):
+    """request_terminate_timeout = 1s and a request that ignores SIGTERM (as
+    some libraries make a process do): one 'execution timed out' line, one
+    stack entry in the slowlog, SIGTERM, and SIGKILL a second later (php-fpm
+    does the same after process_control_timeout), so the request ends after
+    about 2 s instead of running its 10 s with SIGTERM and a stack dump sent
+    three times a second. The pool serves the next request."""
+    slowlog = run_dir / "slow.log"
+    p = pfm_factory(pool={"pm.max_children": 1, "request_terminate_timeout": "1s",
+                          "slowlog": str(slowlog)})
+    n = nginx_factory(p.backend())
+    (worker,) = p.worker_pids()
+    cut_off(n, "/ignore-term?s=10", 1.9, 4.0)
+    wait_killed(p, worker, "9 (SIGKILL)")
+    (new,) = p.wait_workers(exclude=(worker,))["www"]
+    r = requests.get(n.url + "/pid", timeout=10)
+    assert r.status_code == 200 and r.json()["pid"] == new
+    log = p.log()
+    assert len(re.findall(r"child %d, .* execution timed out" % worker, log)) == 1, log
+    assert len(re.findall(r"\[pool www\] pid %d\n" % worker,
+                          harness.read_text(slowlog))) == 1, harness.read_text(slowlog)
 
 
 @pytest.mark.timeout(30)

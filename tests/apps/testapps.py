@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from urllib.parse import parse_qs
@@ -200,6 +201,13 @@ def sleep(environ, start_response):
     return _json(start_response, {"pid": os.getpid(), "slept": float(q.get("s", 1))})
 
 
+def ignore_term(environ, start_response):
+    """/sleep that ignores SIGTERM while it runs, as some libraries make a
+    process do: request_terminate_timeout must still end it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return sleep(environ, start_response)
+
+
 def file_wrapper(environ, start_response):
     """wsgi.file_wrapper over this module's own source."""
     f = open(__file__, "rb")
@@ -305,6 +313,12 @@ def bad(environ, start_response):
     if kind == "none":                      # returns None
         start_response("200 OK", [("Content-Type", "text/plain")])
         return None
+    if kind == "strchunk":                  # an iterable (not a list) yielding str
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter(["not bytes"])
+    if kind == "strwrite":                  # the write() callable given a str
+        start_response("200 OK", [("Content-Type", "text/plain")])("not bytes")
+        return []
     raise ValueError(kind)
 
 
@@ -332,6 +346,7 @@ ROUTES = {
     "/boom": boom,
     "/boom-late": boom_late,
     "/sleep": sleep,
+    "/ignore-term": ignore_term,
     "/file": file_wrapper,
     "/write": write_callable,
     "/close": closing,
