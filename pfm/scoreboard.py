@@ -45,7 +45,7 @@ KEEPALIVE = 5   # waiting, holding idle kept-alive connections; also watches the
                 # listening socket, so the policy counts it as idle
 STARTING = 6    # slot reserved by the manager before fork; the worker is booting
 RETIRING = 7    # served its pm.max_requests (or passed pm.max_memory); accepts no
-                # more and waits for its replacement to be forked
+                # more, tells the manager and exits (its replacement is forked at once)
 
 STAGE_NAMES = {
     IDLE: "Idle",
@@ -386,8 +386,8 @@ class Scoreboard:
     def create(cls, nslots: int, start_time: Optional[float] = None) -> Scoreboard:
         """A new zeroed board in anonymous shared memory, made before any fork
         so that every worker maps the same pages. Size it for every process
-        that can hold a slot at once (pm.max_children, plus one for a
-        replacement forked before its predecessor exits)."""
+        that can hold a slot at once: pool.scoreboard_slots(), every worker
+        plus a replacement for each retiree that has not exited yet."""
         if nslots < 1:
             raise ValueError("a scoreboard needs at least one slot")
         size = HEADER_SIZE + nslots * SLOT_STRIDE
