@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 
 DEBUG, NOTICE, WARNING, ERROR, ALERT = 10, 20, 30, 40, 50
 
@@ -123,6 +124,14 @@ class Log:
 
     def alert(self, message: str) -> None:
         self.write(ALERT, message)
+
+    def exception(self, prefix: str, headline: str, level: int = ERROR) -> None:
+        """The exception being handled, as every crash report of pfm's is
+        written: `prefix headline`, then its traceback a line each under the
+        same prefix (e.g. "[pool www] child 123:"), so grep finds them all."""
+        self.write(level, "%s %s" % (prefix, headline))
+        for line in traceback.format_exc().rstrip("\n").split("\n"):
+            self.write(level, "%s %s" % (prefix, line))
 
 
 def stderr_line(level: int, message: str) -> None:
