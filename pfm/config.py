@@ -312,6 +312,9 @@ class _Reader:
         if setting.type == "glob":
             self._include(section, value, where, depth)
             return
+        if setting.type == "array":
+            raise ConfigError(f"You must provide a key for field '{name}': {name}[NAME] = value",
+                              where[0], where[1], name)
         try:
             typed = setting.parse(value)
         except ValueError as e:

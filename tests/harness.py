@@ -982,8 +982,10 @@ def fuzz_settings(max_examples: int, deadline_ms: int = 2000):
     machine's hiccup does not trip, no example database in the checkout, and
     no shrinking: hypothesis shrinks for up to 5 minutes and treats
     pytest-timeout's exception as one more failure to shrink, so a failing
-    example is reported as found. PFM_FUZZ_SCALE=N runs N times the examples
-    and PFM_FUZZ_SHRINK=1 shrinks (both for runs by hand)."""
+    example is reported as found. The examples are derived from each test's
+    name, so a run of the suite is reproducible and main stays green on what
+    it passed; exploring is a run by hand: PFM_FUZZ_RANDOM=1 draws new
+    examples, PFM_FUZZ_SCALE=N runs N times as many, PFM_FUZZ_SHRINK=1 shrinks."""
     from hypothesis import HealthCheck, Phase, settings
 
     phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
@@ -992,4 +994,5 @@ def fuzz_settings(max_examples: int, deadline_ms: int = 2000):
     scale = max(1, int(os.environ.get("PFM_FUZZ_SCALE", "1") or 1))
     return settings(max_examples=max_examples * scale, deadline=deadline_ms, database=None,
                     phases=phases, print_blob=False,
+                    derandomize=os.environ.get("PFM_FUZZ_RANDOM") != "1",
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -550,6 +550,11 @@ def test_env_without_key(tmp_path):
                  "You must provide a key for field 'env'")
 
 
+def test_env_without_brackets(tmp_path):
+    assert_error(tmp_path, POOL + "ENV = 1\n", 6, "env",
+                 "You must provide a key for field 'env': env[NAME] = value")
+
+
 def test_env_in_global(tmp_path):
     assert_error(tmp_path, "[global]\nenv[X] = 1\n" + POOL, 2, "env",
                  "Array are not allowed in the global section")
