@@ -49,6 +49,13 @@ UNKNOWN_ROLE = 3
 
 MAX_CONTENT = 65535
 
+# Records that carry no request (management records, whose answers queue up;
+# DATA, ABORT or empty STDIN of no request) a server connection takes between
+# two requests. Past this the peer is flooding, not asking: on TCP the socket
+# buffers hold megabytes of questions, seconds of a worker's time to answer.
+# php-fpm closes a connection after one GET_VALUES; its tests send two.
+MAX_IDLE_RECORDS = 64
+
 # Streams are cut at the largest multiple of 8 below MAX_CONTENT, so full
 # records need no padding and contentLength + paddingLength never exceeds
 # 65535 (php-fpm closes the connection on records that do; so may other
@@ -528,7 +535,7 @@ class ServerConnection(_RecordReader):
 
     __slots__ = (
         "_max_params_bytes", "_values", "_out", "_state", "_request_id", "_role",
-        "_keep_conn", "_params_chunks", "_params_len", "_ignored",
+        "_keep_conn", "_params_chunks", "_params_len", "_ignored", "_idle_records",
     )  # fmt: skip
 
     def __init__(self, max_params_bytes: int = 1 << 20, max_conns: int = 1, max_reqs: int = 1):
@@ -554,6 +561,7 @@ class ServerConnection(_RecordReader):
         # finished before its STDIN ended (spec 3.3: an application ignores
         # records for inactive ids). A new BEGIN_REQUEST revives an id.
         self._ignored: set[int] = set()
+        self._idle_records = 0  # records of no request since the last BEGIN_REQUEST
 
     @property
     def active_request_id(self) -> int | None:
@@ -683,6 +691,7 @@ class ServerConnection(_RecordReader):
                     self._refuse(rid, CANT_MPX_CONN)  # spec 5.1
                 else:
                     self._ignored.discard(rid)
+                    self._idle_records = 0
                     self._state = _READING_PARAMS
                     self._request_id = rid
                     self._role = role
@@ -691,11 +700,14 @@ class ServerConnection(_RecordReader):
             if rtype in (STDIN, PARAMS, ABORT_REQUEST, DATA):
                 if rid == 0:
                     raise RemoteProtocolError(f"record type {rtype} with request id 0")
-                if rid in self._ignored or rtype in (ABORT_REQUEST, DATA):
-                    # Records of refused or finished requests, and an ABORT that
-                    # crossed our END_REQUEST, concern inactive ids (spec 3.3).
+                if rid in self._ignored:
+                    continue  # the rest of a refused or finished request (spec 3.3)
+                if rtype in (ABORT_REQUEST, DATA):
+                    # An ABORT that crossed our END_REQUEST concerns an inactive id.
+                    self._no_request()
                     continue
                 if rtype == STDIN and clen == 0 and self._state == _IDLE:
+                    self._no_request()
                     continue  # php-fpm skips empty STDIN records before BEGIN_REQUEST
                 name = "STDIN" if rtype == STDIN else "PARAMS"
                 raise RemoteProtocolError(self._misplaced(name, rid))
@@ -719,11 +731,20 @@ class ServerConnection(_RecordReader):
         return Request(self._request_id, self._role, self._keep_conn, _decode_params(blob))
 
     def _refuse(self, rid: int, protocol_status: int) -> None:
+        self._no_request()
         self._out.append(end_request_record(rid, 0, protocol_status))
         self._ignored.add(rid)
 
+    def _no_request(self) -> None:
+        self._idle_records += 1
+        if self._idle_records > MAX_IDLE_RECORDS:
+            raise RemoteProtocolError(f"more than {MAX_IDLE_RECORDS} management records (or "
+                                      "records of no request) between requests")
+
     def _other_record(self, rtype: int, rid: int, start: int, end: int) -> None:
         """Management records, DATA, and types that make no sense here."""
+        if rtype != DATA:
+            self._no_request()
         if rtype == GET_VALUES:
             if rid != 0:
                 raise RemoteProtocolError(f"GET_VALUES with request id {rid}, not 0")
