@@ -368,18 +368,40 @@ def proc_figures(pid: int) -> ProcFigures | None:
         return None
 
 
-def socket_count(pid: int) -> int:
-    n = 0
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
     try:
         for fd in os.listdir("/proc/%d/fd" % pid):
             try:
-                if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
-                    n += 1
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
             except OSError:
-                pass
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
     except OSError:
         pass
-    return n
+    return inodes
+
+
+def connections_held(pid: int, address) -> int:
+    """How many connections from the web server process `pid` holds: its
+    sockets that were accepted on the pool's socket `address` (in
+    /proc/net/unix connected and named by its path; in /proc/net/tcp{,6}
+    established on its port), whether a request runs on them or they wait
+    kept alive. Not the pool's shared sockets, nor its pipes."""
+    inodes = socket_inodes(pid)
+    held = 0
+    if isinstance(address, str):
+        for row in harness.read_text("/proc/net/unix").splitlines()[1:]:
+            f = row.split()
+            held += len(f) > 7 and f[7] == address and f[5] == "03" and f[6] in inodes
+        return held
+    port = ":%04X" % address[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in harness.read_text(table).splitlines()[1:]:
+            f = row.split()
+            held += f[1].endswith(port) and f[3] == "01" and f[9] in inodes
+    return held
 
 
 def snapshot(p: harness.Pfm, pool: str = "www") -> dict[str, ProcFigures]:
@@ -566,7 +588,6 @@ class Soak:
                                                         if o.error][:3])
         self.settle(p)
         start = snapshot(p)
-        self.baseline_sockets = min((socket_count(w) for w in p.worker_pids()), default=0)
         traffic = Traffic(n.port, self.scenario.clients, self.stall, self.seed).start()
         injectors = [threading.Thread(target=self.inject, args=(kind,), daemon=True)
                      for kind in self.scenario.faults]
@@ -630,35 +651,38 @@ class Soak:
     def inject_sigkill(self) -> None:
         kills = 0
         while kills < self.budget.kills and not self.stop_event.wait(self.rng.uniform(0.4, 1.2)):
-            victim, held = self.pick_victim()
+            victim = self.pick_victim()
             if victim is None:
                 continue
+            # Stopped, the victim takes no connection and gives none away: what
+            # it holds is counted as the kill finds it. Each of those
+            # connections may carry a request nginx wrote to it (kept alive,
+            # several wait for one worker), which the kill costs.
             try:
+                os.kill(victim, signal.SIGSTOP)
+                held = connections_held(victim, self.pfm.address())
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 continue
             kills += 1
-            self.fault("sigkill", "worker %d" % victim, capacity=held)
+            self.fault("sigkill", "worker %d holding %d connections" % (victim, held),
+                       capacity=held)
 
-    def pick_victim(self) -> tuple[int | None, int]:
-        """A worker to kill and how many connections it holds. Mostly one in
-        the middle of a request (it holds a connection more than an idle
-        worker does), since only such kills can cost a request; now and then
-        any worker."""
+    def pick_victim(self) -> int | None:
+        """A worker to kill. Mostly one that holds a connection from nginx
+        (a request runs or may come on it), since only such kills can cost a
+        request; now and then any worker."""
         want_busy = self.rng.random() < 0.75
         deadline = time.monotonic() + 0.5
+        address = self.pfm.address()
         while True:
             workers = self.pfm.worker_pids("www")
-            held = {w: socket_count(w) - self.baseline_sockets for w in workers}
-            busy = [w for w in workers if held[w] > 0]
+            busy = [w for w in workers if connections_held(w, address) > 0]
             if busy or not want_busy or time.monotonic() > deadline:
                 break
             time.sleep(0.005)
         pool = busy if want_busy and busy else workers
-        if not pool:
-            return None, 0
-        victim = self.rng.choice(pool)
-        return victim, max(1, held[victim])
+        return self.rng.choice(pool) if pool else None
 
     def inject_reload(self) -> None:
         bursts = usr1 = 0

@@ -85,3 +85,21 @@ def test_the_soak_app_answers_what_the_clients_check(pfm_factory):
     assert r.body == hashlib.shake_256(b"x").digest(1000) and r.header("X-Id") == "x"
     r = harness.fcgi_get(p.address(), "/post", query="id=y", method="POST", body=b"abc")
     assert r.json() == {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_kill_is_charged_the_connections_its_victim_holds(pfm_factory, transport):
+    """The capacity of a SIGKILL: the victim's accepted connections, counted
+    exactly (not its shared sockets, nor another worker's connections)."""
+    p = pfm_factory(pool={"pm": "static", "pm.max_children": 2,
+                          "listen": "unix" if transport == "unix" else None})
+    workers = p.worker_pids()
+    assert [soakrig.connections_held(w, p.address()) for w in workers] == [0, 0]
+    socks = [harness.connect(p.address()) for _ in range(3)]     # silent: watched, held
+    try:
+        harness.wait_for(lambda: sum(soakrig.connections_held(w, p.address())
+                                     for w in workers) == 3, 10, "3 connections held")
+    finally:
+        for sock in socks:
+            sock.close()
