@@ -138,6 +138,7 @@ class Fault:
     wall: float
     detail: str = ""
     capacity: int = 0             # requests a SIGKILL may explain
+    pid: int | None = None        # the worker it killed
 
 
 @dataclass
@@ -236,11 +237,12 @@ class Traffic(_Threads):
             else:
                 conn.request("GET", "/get?n=%d&id=%s" % (size, rid))
             resp = conn.getresponse()
-            data = resp.read()
-            reusable = not resp.will_close
             pid = resp.getheader("X-Pid")
             out.pid = int(pid) if pid and pid.isdigit() else None
-            out.error = self.verdict(resp, data, rid, size, body if post else None)
+            data, out.error = self.read_body(resp)
+            if out.error is None:
+                reusable = not resp.will_close
+                out.error = self.verdict(resp, data, rid, size, body if post else None)
         except socket.timeout:
             out.error = "no answer in %.0f s" % self.stall
         except http.client.IncompleteRead as e:
@@ -251,6 +253,30 @@ class Traffic(_Threads):
         if out.error is None and out.t1 - out.t0 > self.stall:
             out.error = "took %.1f s" % (out.t1 - out.t0)
         return out, reusable and out.error is None
+
+    def read_body(self, resp) -> tuple[bytes, str | None]:
+        """The body, or what came of it and why no more. A worker killed
+        while it writes an answer ends nginx's upstream connection; without
+        fastcgi_keep_conn nginx takes that close for the end of the answer
+        (its FastCGI connection may end so), logs nothing, and keeps the
+        client's connection, whose Content-Length then never comes: that is
+        an answer cut short, which the client sees as a stall mid-body."""
+        data = bytearray()
+        length = resp.getheader("Content-Length")
+        try:
+            while chunk := resp.read1(65536):    # what came, as it comes
+                data += chunk
+        except socket.timeout:
+            return bytes(data), ("cut short: no byte in %.0f s after %d of %s bytes"
+                                 % (self.stall, len(data), length))
+        except http.client.IncompleteRead as e:     # a chunked answer ended early
+            return bytes(data), "IncompleteRead: cut short after %d bytes" % (
+                len(data) + len(e.partial))
+        if resp.length:     # the connection ended before the Content-Length did
+            return bytes(data), "IncompleteRead: cut short after %d of %s bytes" % (
+                len(data), length)
+        resp.read()         # b"": marks the answer done, so the connection takes the next
+        return bytes(data), None
 
     @staticmethod
     def verdict(resp, data: bytes, rid: str, size: int, body: bytes | None) -> str | None:
@@ -499,8 +525,20 @@ class Result:
                                  len(self.explained), len(self.unexplained),
                                  fault_summary(self.faults) or "none")]
         lines += ["  " + p for p in self.problems()]
+        if self.explained:
+            lines.append("  explained: " + ", ".join(
+                "%d %s" % (n, how) for how, n in failure_kinds(o for o, _ in self.explained)))
         lines += ["  note: " + n for n in self.notes]
         return "\n".join(lines)
+
+
+def failure_kinds(outcomes) -> list[tuple[str, int]]:
+    """How requests failed, most frequent first: "HTTP 502", "cut short", ..."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        how = o.error.split(":")[0]
+        counts[how] = counts.get(how, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def fault_summary(faults: list) -> str:
@@ -515,7 +553,8 @@ def attribute(failures: list, faults: list) -> tuple[list, list]:
     while it was in flight (sent up to KILL_GRACE after the kill: nginx may
     not have seen the victim's kept connection close yet), if it failed the
     way a dead upstream fails; each kill explains at most as many failures as
-    the victim held connections (its `capacity`). Nothing else explains any."""
+    the victim held connections (its `capacity`), and an answer that began
+    (X-Pid) only if the victim began it. Nothing else explains any."""
     kills = sorted((f for f in faults if f.kind == "sigkill"), key=lambda f: f.t)
     left = {id(k): k.capacity for k in kills}
     explained, unexplained = [], []
@@ -523,7 +562,8 @@ def attribute(failures: list, faults: list) -> tuple[list, list]:
         cause = None
         if any(mark in outcome.error for mark in DEAD_UPSTREAM):
             cause = next((k for k in kills if left[id(k)] > 0
-                          and outcome.t0 <= k.t + KILL_GRACE <= outcome.t1 + KILL_GRACE), None)
+                          and outcome.t0 <= k.t + KILL_GRACE <= outcome.t1 + KILL_GRACE
+                          and outcome.pid in (None, k.pid)), None)
         if cause is None:
             unexplained.append(outcome)
         else:
@@ -553,8 +593,9 @@ class Soak:
 
     # -- plumbing --------------------------------------------------------------
 
-    def fault(self, kind: str, detail: str = "", capacity: int = 0) -> None:
-        self.faults.append(Fault(kind, time.monotonic(), time.time(), detail, capacity))
+    def fault(self, kind: str, detail: str = "", capacity: int = 0,
+              pid: int | None = None) -> None:
+        self.faults.append(Fault(kind, time.monotonic(), time.time(), detail, capacity, pid))
 
     def run(self) -> Result:
         with contextlib.ExitStack() as stack:
@@ -666,7 +707,7 @@ class Soak:
                 continue
             kills += 1
             self.fault("sigkill", "worker %d holding %d connections" % (victim, held),
-                       capacity=held)
+                       capacity=held, pid=victim)
 
     def pick_victim(self) -> int | None:
         """A worker to kill. Mostly one that holds a connection from nginx

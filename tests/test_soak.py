@@ -14,9 +14,13 @@ with what nginx and pfm logged about it.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import random
+import socket
 
 import harness
 import pytest
+from harness import Background
 import soakrig
 from soakrig import SCENARIOS, Budget, Fault, Outcome, ProcFigures, Result, Scenario
 
@@ -103,3 +107,39 @@ def test_a_kill_is_charged_the_connections_its_victim_holds(pfm_factory, transpo
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_cut_answer_is_explained_only_by_the_kill_of_the_worker_that_began_it():
+    kill = Fault("sigkill", 10.0, 0.0, "worker 7", capacity=2, pid=7)
+    mine = outcome("mine", 9.0, 19.0, "cut short: no byte in 10 s after 9 of 90 bytes")
+    mine.pid = 7
+    other = outcome("other", 9.0, 19.0, "cut short: no byte in 10 s after 9 of 90 bytes")
+    other.pid = 8
+    explained, unexplained = soakrig.attribute([mine, other], [kill])
+    assert [o.rid for o, _ in explained] == ["mine"] and [o.rid for o in unexplained] == ["other"]
+
+
+@pytest.mark.timeout(30)
+def test_an_answer_that_stops_mid_body_is_cut_short_not_unanswered():
+    """What a client sees when nginx ends an answer early without saying so
+    (a worker killed mid-answer, no fastcgi_keep_conn): the headers, part of
+    the body, then nothing. The rig calls it cut short, with the count."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def answer_part():
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Pid: 7\r\n\r\n" + b"x" * 10)
+
+    Background(answer_part)
+    traffic = soakrig.Traffic(server.getsockname()[1], 0, 1.0, seed=1)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.getsockname()[1], timeout=1.0)
+        out, reusable = traffic.one(conn, random.Random(2), "c0-1")
+    finally:
+        for s in held + [server]:
+            s.close()
+    assert out.error == "cut short: no byte in 1 s after 10 of 100 bytes" and out.pid == 7
+    assert not reusable
