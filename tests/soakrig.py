@@ -528,17 +528,34 @@ class Result:
         if self.explained:
             lines.append("  explained: " + ", ".join(
                 "%d %s" % (n, how) for how, n in failure_kinds(o for o, _ in self.explained)))
+        kills = [f for f in self.faults if f.kind == "sigkill"]
+        if kills:
+            lines.append("  kills: " + kill_costs(kills, self.explained))
         lines += ["  note: " + n for n in self.notes]
         return "\n".join(lines)
 
 
 def failure_kinds(outcomes) -> list[tuple[str, int]]:
-    """How requests failed, most frequent first: "HTTP 502", "cut short", ..."""
+    """How requests failed, most frequent first: "POST HTTP 502", "GET cut short"..."""
     counts: dict[str, int] = {}
     for o in outcomes:
-        how = o.error.split(":")[0]
+        how = "%s %s" % (o.kind, o.error.split(":")[0])
         counts[how] = counts.get(how, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def kill_costs(kills: list, explained: list) -> str:
+    """How many requests each kill cost, and how many connections the victims held."""
+    cost = {id(k): 0 for k in kills}
+    for _, k in explained:
+        cost[id(k)] += 1
+    by_cost: dict[int, int] = {}
+    for n in cost.values():
+        by_cost[n] = by_cost.get(n, 0) + 1
+    held = sorted(k.capacity for k in kills)
+    return "%s; victims held %d-%d connections from nginx (median %d)" % (
+        ", ".join("%d cost %d request%s" % (by_cost[n], n, "" if n == 1 else "s")
+                  for n in sorted(by_cost)), held[0], held[-1], held[len(held) // 2])
 
 
 def fault_summary(faults: list) -> str:

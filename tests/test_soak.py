@@ -143,3 +143,16 @@ def test_an_answer_that_stops_mid_body_is_cut_short_not_unanswered():
             s.close()
     assert out.error == "cut short: no byte in 1 s after 10 of 100 bytes" and out.pid == 7
     assert not reusable
+
+
+def test_the_report_says_what_each_kill_cost():
+    kills = [Fault("sigkill", t, 0.0, capacity=c, pid=t) for t, c in ((1, 0), (2, 1), (3, 3))]
+    failures = [outcome("a", 1.9, 2.1, "HTTP 502"), outcome("b", 2.9, 3.1, "HTTP 502"),
+                outcome("c", 2.95, 3.1, "HTTP 502")]
+    explained, _ = soakrig.attribute(failures, kills)
+    assert soakrig.kill_costs(kills, explained) == (
+        "1 cost 0 requests, 1 cost 1 request, 1 cost 2 requests; "
+        "victims held 0-3 connections from nginx (median 1)")
+    failures.append(Outcome("d", "POST", 1, 0.0, 1.0, 0.0, "IncompleteRead: cut short"))
+    assert soakrig.failure_kinds(failures) == [("GET HTTP 502", 3),
+                                               ("POST IncompleteRead", 1)]
