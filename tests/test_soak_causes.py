@@ -5,6 +5,8 @@ then, reproduced here every time.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import threading
 import time
@@ -125,3 +127,37 @@ def test_a_management_record_flood_does_not_hold_the_only_worker(pfm_factory, tr
         stop.set()
     assert flood.join_result(10) >= 2
     assert statistics.median(took) < 0.5, ["%.2f" % t for t in took]
+
+
+# ---- a reload while every worker is busy ----------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_requests_waiting_on_a_busy_pool_survive_a_reload(pfm_factory, run_dir):
+    """The only worker sleeps in a request and others wait: with a status
+    page the pool manager takes them off the listen queue (to answer status
+    and ping) and hands them to the next free worker. A reload now retires
+    that generation: its worker finishes its request and leaves, and the
+    waiting requests used to go with the old manager, closed unanswered
+    (nginx: "upstream prematurely closed connection"; the soak's reload
+    failures). They must be served, by the new generation if not the old."""
+    p = pfm_factory(pool={"pm": "static", "pm.max_children": 1, "pm.status_path": "/status"})
+    started = run_dir / "started"
+    sleeper = Background(fcgi_get, p.address(), "/sleep", "s=2&started=%s" % started,
+                         timeout=30)
+    harness.wait_for(started.exists, 10, "the only worker to sleep")
+    time.sleep(0.3)         # busy long enough that the manager takes the waiting ones
+    waiting = [Background(fcgi_get, p.address(), "/pid", timeout=30) for _ in range(4)]
+    time.sleep(0.5)
+    assert not any(w.finished_at for w in waiting)
+    mark = p.log_size()
+    os.kill(p.pid, signal.SIGUSR2)
+    p.wait_log(r"new pool generation is accepting", timeout=20, start=mark)
+    answers = []
+    for w in waiting:
+        try:
+            answers.append(w.join_result(30).status)
+        except (OSError, fastcgi.RemoteProtocolError) as e:
+            answers.append(repr(e))
+    assert answers == [200] * 4
+    assert sleeper.join_result(30).status == 200
