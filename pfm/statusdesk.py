@@ -1,78 +1,31 @@
-"""The status page and ping, answered from the scoreboard, and the pool
-manager's desk that answers them while every worker is busy.
+"""The pool manager's desk: it answers the status page and ping while every
+worker is busy.
 
 php-fpm serves its status page from a worker, so it goes dark exactly when
 the pool is saturated. Here a worker that gets a status or ping request
-answers it from the scoreboard (`answer`), and when no worker is idle the
-manager accepts the waiting connections itself: it answers status and ping,
-and hands every other request to the next free worker with the bytes it
-already read (handoff.py). The desk also serves pm.status_listen.
+answers it itself (statussource.answer), and when no worker is idle the
+manager accepts the waiting connections itself: it answers status and ping
+from the same source, and hands every other request to the next free worker
+with the bytes it already read (handoff.py). The desk also serves
+pm.status_listen.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import time
 
-from . import fastcgi, handoff, listenqueue, status
+from . import fastcgi, handoff
 from .fastcgi import NEED_DATA, Request, StdinEnd
 from .peerio import RECEIVE_TIMEOUT
-from .scoreboard import STARTING, peak_active
+from .scoreboard import STARTING
+from .statussource import answer
 from .wsgi import header_block
 
 MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
 READ_TIMEOUT = RECEIVE_TIMEOUT   # a connection that sends no complete request in this
                                 # long is dropped, as a worker does
 _NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
-
-
-def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False,
-           held: int = 0):
-    """(status, headers, body) for a ping or status request, or None.
-    `status_anywhere`: pm.status_listen without pm.status_path serves the
-    status page at any path. `held`: connections the desk took off the listen
-    queue and holds (they still wait, so they count in it)."""
-    script = params.get("SCRIPT_NAME")
-    method = params.get("REQUEST_METHOD", "GET")
-    if pool.ping_path and script == pool.ping_path:
-        return status.ping_response(pool.ping_response or "pong", method)
-    if (pool.pm_status_path and script == pool.pm_status_path) or (
-            status_anywhere and not pool.pm_status_path):
-        counters, slots = board.snapshot()
-        now = time.monotonic()
-        peak = max(counters.max_active, peak_active(slots, now))
-        if peak > counters.max_active:
-            counters = dataclasses.replace(counters, max_active=peak)
-        queue, backlog = listenqueue.queue(listen_sock)
-        if queue is not None:
-            queue += held
-        query = params.get("QUERY_STRING", "")
-        memory = proc_memory([s.pid for s in slots if s.pid]) if "full" in query else None
-        return status.status_response(pool, counters, slots, listen_queue=queue,
-                                      listen_queue_len=backlog, now_wall=time.time(),
-                                      now_mono=now, memory=memory,
-                                      query_string=query, method=method)
-    return None
-
-
-def proc_memory(pids) -> dict[int, tuple[int, int]]:
-    """pid -> (PSS, USS) in bytes from /proc/PID/smaps_rollup (what a
-    worker really costs with copy-on-write sharing)."""
-    out = {}
-    for pid in pids:
-        try:
-            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
-                fields = {}
-                for line in f:
-                    name, _, rest = line.partition(b":")
-                    if name in (b"Pss", b"Private_Clean", b"Private_Dirty"):
-                        fields[name] = int(rest.split()[0]) * 1024
-            out[pid] = (fields.get(b"Pss", 0),
-                        fields.get(b"Private_Clean", 0) + fields.get(b"Private_Dirty", 0))
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 def response_bytes(rid: int, response) -> bytes:
