@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Callable, Protocol
 
 from . import fastcgi, handoff
 from .fastcgi import NEED_DATA, Request, StdinEnd
@@ -47,21 +48,36 @@ class Held:
         self.request: Request | None = None
 
 
+class Watcher(Protocol):
+    """What the desk needs of the manager's event loop."""
+
+    def watch(self, fd: int, handler: Callable[[int, int], None]) -> None: ...
+
+    def unwatch(self, fd: int) -> None: ...
+
+
 class StatusDesk:
-    def __init__(self, manager):
-        self.manager = manager
-        self.pool = pool = manager.pool
+    """Built by keyword with only what it uses: the loop to watch descriptors
+    on (`io`), the pool's scoreboard, listening socket (sockets.Listener),
+    log and config, and pm.status_listen's Listener (None without one)."""
+
+    def __init__(self, *, io: Watcher, board, listener, log, pool, status_listener=None):
+        self.io = io
+        self.board = board
+        self.listener = listener
+        self.log = log
+        self.pool = pool
         self.intercepts = bool(pool.pm_status_path or pool.ping_path)
         self.ours = self.handoff_for_workers = self.counts = None
         if self.intercepts:
             self.ours, self.handoff_for_workers = handoff.pair()
-            self.counts = handoff.HandoffCounts(manager.board.nslots)
+            self.counts = handoff.HandoffCounts(board.nslots)
         self.held: dict[int, Held] = {}
         self.waiting_handoff: list[Held] = []
-        self.status_listener = manager.inherited.status_listener
-        if self.status_listener is not None:
-            self.status_listener.sock.setblocking(False)
-            manager.watch(self.status_listener.fileno(), self.on_status_listen)
+        self.status_listener = status_listener
+        if status_listener is not None:
+            status_listener.sock.setblocking(False)
+            io.watch(status_listener.fileno(), self.on_status_listen)
 
     # -- accepting ------------------------------------------------------------
 
@@ -71,9 +87,9 @@ class StatusDesk:
         workers still import the app (a reload's new one, which may never
         serve) leaves the connections to the workers already serving on
         the same socket."""
-        if not any(s.pid and s.stage != STARTING for s in self.manager.board.read()):
+        if not any(s.pid and s.stage != STARTING for s in self.board.read()):
             return
-        lsock = self.manager.listener.sock
+        lsock = self.listener.sock
         while len(self.held) + len(self.waiting_handoff) < MAX_HELD:
             try:
                 sock, _addr = lsock.accept()
@@ -95,7 +111,7 @@ class StatusDesk:
         sock.setblocking(False)
         held = Held(sock, from_pool, self.pool.max_params_bytes)
         self.held[sock.fileno()] = held
-        self.manager.watch(sock.fileno(), self.on_readable)
+        self.io.watch(sock.fileno(), self.on_readable)
         self.on_readable(sock.fileno(), 0)
 
     # -- reading and answering ------------------------------------------------------
@@ -123,8 +139,8 @@ class StatusDesk:
         try:
             self.advance(held)
         except fastcgi.RemoteProtocolError as e:
-            self.manager.log.warning("[pool %s] closing connection: malformed FastCGI "
-                                     "input: %s" % (self.pool.name, e))
+            self.log.warning("[pool %s] closing connection: malformed FastCGI input: %s"
+                             % (self.pool.name, e))
             self.drop(held)
 
     def advance(self, held: Held) -> None:
@@ -153,8 +169,7 @@ class StatusDesk:
 
     def respond(self, held: Held) -> None:
         request = held.request
-        m = self.manager
-        reply = answer(self.pool, m.board, m.listener.sock, request.params,
+        reply = answer(self.pool, self.board, self.listener.sock, request.params,
                        status_anywhere=not held.from_pool,
                        held=self.still_waiting(held)) or _NOT_FOUND
         try:
@@ -184,7 +199,7 @@ class StatusDesk:
     def forget(self, held: Held) -> None:
         fd = held.sock.fileno()
         self.held.pop(fd, None)
-        self.manager.unwatch(fd)
+        self.io.unwatch(fd)
 
     def drop(self, held: Held) -> None:
         self.forget(held)
@@ -217,7 +232,7 @@ class StatusDesk:
         if self.ours is not None:
             self.ours.close()
         if self.status_listener is not None:
-            self.manager.unwatch(self.status_listener.fileno())
+            self.io.unwatch(self.status_listener.fileno())
             self.status_listener.sock.close()
 
     def close(self) -> None:
