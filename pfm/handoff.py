@@ -14,9 +14,9 @@ that for an idle kept one, so a reload across versions still works).
 from __future__ import annotations
 
 import array
-import mmap
 import socket
-import struct
+
+from .scoreboard import Cells
 
 MAX_BYTES = 65536    # what the manager reads before deciding (nginx sends params first);
                      # a message never carries more, so the worker's receive buffer fits it
@@ -71,9 +71,6 @@ def receive(sock: socket.socket, family: int):
     return conn, (b"" if data == b"\0" else data), not data
 
 
-_CELL = struct.Struct("<Q")
-
-
 class HandoffCounts:
     """How many handed-off connections wait for a worker, for the status
     page's listen queue (they left the kernel's queue but still wait).
@@ -83,15 +80,14 @@ class HandoffCounts:
     in that slot goes on counting from there)."""
 
     def __init__(self, nslots: int):
-        self._buf = mmap.mmap(-1, (nslots + 1) * _CELL.size, flags=mmap.MAP_SHARED)
+        self._cells = Cells(nslots + 1)
 
     def sent(self) -> None:
-        _CELL.pack_into(self._buf, 0, _CELL.unpack_from(self._buf, 0)[0] + 1)
+        self._cells.add(0)
 
     def taken(self, slot: int) -> None:
-        off = (slot + 1) * _CELL.size
-        _CELL.pack_into(self._buf, off, _CELL.unpack_from(self._buf, off)[0] + 1)
+        self._cells.add(slot + 1)
 
     def waiting(self) -> int:
-        cells = [n for (n,) in _CELL.iter_unpack(self._buf)]
-        return max(0, cells[0] - sum(cells[1:]))
+        sent, *taken = self._cells.values()
+        return max(0, sent - sum(taken))

@@ -438,17 +438,61 @@ def test_totals_are_reread_while_the_manager_frees_a_slot(monkeypatch):
     board = Scoreboard.create(1)
     i, slot = worker(board, pid=6)
     slot.request_start("GET", "/", "", 0, T0)
-    sb._U64.pack_into(board._buf, sb._H_SEQ, 1)           # free_slot is under way
-    sb._U64.pack_into(board._buf, sb._H_RETIRED, 1)       # retired already counts it
+    board._header.set(sb._H_SEQ, 1)           # free_slot is under way
+    board._header.set(sb._H_RETIRED, 1)       # retired already counts it
     pauses = []
 
     def manager_finishes():
         pauses.append(1)
         board._write_whole(board._offset(i), (IDLE, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0, 0,
                                               b"", b"", b"", b"", b"", 0, 0.0))
-        sb._U64.pack_into(board._buf, sb._H_SEQ, 2)
+        board._header.set(sb._H_SEQ, 2)
 
     monkeypatch.setattr(sb, "_pause", manager_finishes)
     counters, states = board.snapshot()
     assert pauses == [1]
     assert counters.accepted_conn == 1 and states == []
+
+
+# ---- Cells: the u64 counters shared by the scoreboard, process.max and hand-off ----
+
+
+def test_cells_count_each_on_its_own():
+    cells = sb.Cells(3)
+    cells.add(0)
+    cells.add(2, 5)
+    cells.set(1, 7)
+    cells.add(1)
+    assert cells.values() == [1, 8, 5]
+    assert cells.get(2) == 5
+    cells.close()
+
+
+def test_cells_inside_a_mapping_touch_only_their_own_bytes():
+    buf = mmap.mmap(-1, 64)
+    cells = sb.Cells(2, buf, offset=16)
+    cells.set(0, 1)
+    cells.add(1, 2 ** 40)
+    assert buf[:16] == bytes(16) and buf[32:] == bytes(32)
+    assert sb.Cells(6, buf).values() == [0, 0, 1, 2 ** 40, 0, 0]
+
+
+def test_cells_written_by_a_child_are_read_by_its_parent():
+    cells = sb.Cells(2)
+    pid = os.fork()
+    if pid == 0:
+        cells.add(1, 3)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert cells.values() == [0, 3]
+
+
+def test_process_table_sums_every_managers_cell():
+    from pfm.processmax import ProcessTable
+    table = ProcessTable(4)
+    assert table.cells == 4 and table.total() == 0
+    table.set(0, 2)
+    table.set(3, 5)
+    table.set(0, 1)
+    assert table.total() == 6
+    table.close()
