@@ -296,21 +296,11 @@ class SlotWriter:
         `accepted conn` sums). Strings as for `encode`: pass the params'
         latin-1 native strings as bytes (`.encode("latin-1")`) to keep the
         request's own bytes."""
-        m = method.encode("utf-8", "replace") if type(method) is str else method
-        u = uri.encode("utf-8", "replace") if type(uri) is str else uri
-        q = query.encode("utf-8", "replace") if type(query) is str else query
-        s = script.encode("utf-8", "replace") if type(script) is str else script
-        a = user.encode("utf-8", "replace") if type(user) is str else user
-        if len(m) > METHOD_SIZE:
-            m = _cut(m, METHOD_SIZE)
-        if len(u) > URI_SIZE:
-            u = _cut(u, URI_SIZE)
-        if len(q) > QUERY_SIZE:
-            q = _cut(q, QUERY_SIZE)
-        if len(s) > SCRIPT_SIZE:
-            s = _cut(s, SCRIPT_SIZE)
-        if len(a) > USER_SIZE:
-            a = _cut(a, USER_SIZE)
+        m = encode(method, METHOD_SIZE)
+        u = encode(uri, URI_SIZE)
+        q = encode(query, QUERY_SIZE)
+        s = encode(script, SCRIPT_SIZE)
+        a = encode(user, USER_SIZE)
         seq = self._seq
         self._requests = requests = self._requests + 1
         self._request_start = now

@@ -11,6 +11,9 @@ import os
 import time
 
 import pytest
+from harness import fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pfm import scoreboard as sb
 from pfm.scoreboard import (
@@ -214,6 +217,35 @@ def test_bytes_are_stored_as_given():
     native = "/caf\xc3\xa9"                     # how PEP 3333 presents b"/caf\xc3\xa9"
     slot.request_start(b"GET", native.encode("latin-1"), b"", 0, T0)
     assert board.read()[0].uri == "/café"
+
+
+_FIELDS = (("method", sb.METHOD_SIZE), ("uri", sb.URI_SIZE), ("query", sb.QUERY_SIZE),
+           ("script", sb.SCRIPT_SIZE), ("user", sb.USER_SIZE))
+_CHARS = st.sampled_from("a/é€😀\0")
+
+
+def _value(size: int):
+    """str or bytes, short or ending near `size` bytes with multi-byte
+    characters straddling the limit."""
+    near = st.builds(lambda pad, tail: "a" * pad + tail,
+                     st.integers(max(0, size - 8), size), st.text(_CHARS, max_size=6))
+    text = st.one_of(st.text(_CHARS, max_size=8), near)
+    return st.one_of(text, text.map(str.encode), st.binary(max_size=size + 4))
+
+
+@fuzz_settings(200)
+@given(st.tuples(*[_value(size) for _name, size in _FIELDS]))
+def test_request_start_stores_each_string_as_encode_makes_it(values):
+    """request_start writes, byte for byte, what encode() makes of each
+    string, str or bytes, cut or not, in each of the five fields."""
+    board = Scoreboard.create(1)
+    index, slot = worker(board)
+    method, uri, query, script, user = values
+    slot.request_start(method, uri, query, 0, T0, script=script, user=user)
+    raw = sb._FULL_S.unpack_from(board._buf, board._offset(index))[11:16]
+    for (name, size), value, stored in zip(_FIELDS, values, raw):
+        assert stored == encode(value, size).ljust(size, b"\0"), name
+    board.close()
 
 
 def test_invalid_utf8_reads_with_replacement_characters():

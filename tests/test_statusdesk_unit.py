@@ -15,13 +15,13 @@ import socket
 import time
 
 import pytest
+from harness import FcgiConnection, request_params
 
 from pfm import config, fastcgi, handoff
 from pfm.log import Log
 from pfm.scoreboard import Scoreboard
 from pfm.sockets import Listener
 from pfm.statusdesk import MAX_HELD, READ_TIMEOUT, StatusDesk
-from tests.harness import FcgiConnection, request_params
 
 
 class Loop:
