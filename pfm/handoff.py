@@ -9,11 +9,13 @@ A message is one connection: its descriptor (SCM_RIGHTS) and its bytes;
 one byte 0 for none (an idle kept-alive connection), no byte at all for a
 fresh connection that has sent nothing yet (a receiver of an older pfm takes
 that for an idle kept one, so a reload across versions still works).
+
+Descriptors cross processes only through the standard library's
+socket.send_fds/recv_fds, here and for a log reopen (logfiles.py).
 """
 
 from __future__ import annotations
 
-import array
 import socket
 
 from .scoreboard import Cells
@@ -47,8 +49,7 @@ def send(sock: socket.socket, conn: socket.socket, data: bytes, fresh: bool = Fa
     """False if the hand-off queue is full right now (try again later).
     `fresh`: a connection that has not sent anything yet (`data` is empty)."""
     try:
-        sock.sendmsg([b"" if fresh else data or b"\0"],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+        socket.send_fds(sock, [b"" if fresh else data or b"\0"], [conn.fileno()])
     except BlockingIOError:
         return False
     return True
@@ -56,14 +57,10 @@ def send(sock: socket.socket, conn: socket.socket, data: bytes, fresh: bool = Fa
 
 def receive(sock: socket.socket, family: int):
     """(connection, bytes, fresh) or None if another worker took it first."""
-    fds = array.array("i")
     try:
-        data, ancdata, _flags, _addr = sock.recvmsg(MAX_BYTES, socket.CMSG_LEN(fds.itemsize))
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_BYTES, 1)
     except BlockingIOError:
         return None
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     if not fds:
         return None
     conn = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
