@@ -8,13 +8,11 @@ no application bug can reach it.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import sys
-import time
 
-from . import generation, handoff, logfiles, procutil, reexec, signals, sockets
+from . import generation, handoff, logfiles, procutil, reexec, sockets
 from .appcheck import AppCheck
 from .generation import Generation, PoolReadiness
 from .isolation import IsolationError, apply_limits
@@ -24,13 +22,11 @@ from .pool import scoreboard_slots
 from .poolmanager import Inherited, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
-from .signals import SignalPipe
 from .stopladder import StopLadder
+from .system import System
 from .systemd import Notifier
 
 EX_SOFTWARE, EX_CONFIG = 70, 78
-_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
-            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STILL_WAITING = 30.0     # a new generation not serving after this long is logged (once)
 MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
 MAX_BACKOFF = 30.0
@@ -57,7 +53,8 @@ class Manager:
 
 class Master:
     def __init__(self, config, foreground: bool | None = None, force_stderr: bool = False,
-                 pidfile: str | None = None):
+                 pidfile: str | None = None, system: System | None = None):
+        self.system = system or System()
         self.config = config        # the serving generation's configuration
         g = config.global_
         self.daemonize = g.daemonize if foreground is None else not foreground
@@ -74,7 +71,7 @@ class Master:
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
         self.state = "running"
-        self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE)
+        self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE, self.system)
         self.status_fd: int | None = None
         self.notifier = Notifier()
         self.inherited = reexec.Inherited()     # from a previous image of this master
@@ -112,21 +109,21 @@ class Master:
             self.report_status(EX_CONFIG)
             return EX_CONFIG
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
-        self.sigpipe = SignalPipe(_HANDLED)
+        self.sigpipe = self.system.signal_pipe()
         # Old pool managers of a previous image watch this pipe: keep it.
-        self.lifeline_r, self.lifeline_w = self.inherited.lifeline or os.pipe2(os.O_CLOEXEC)
+        self.lifeline_r, self.lifeline_w = self.inherited.lifeline or self.system.pipe()
         self.retiring = self.inherited.retiring
         # process.max: a cell per live manager; reloads briefly double the managers.
         self.processes = ProcessTable(4 * len(self.config.pools) + 16)
         # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
-        self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.report_r, self.report_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
         self.crashes: list[float] = []
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.sigpipe, selectors.EVENT_READ, self.on_signals)
-        self.selector.register(self.report_r, selectors.EVENT_READ, self.read_reports)
+        self.poller = self.system.poller()
+        self.poller.watch(self.sigpipe.fileno(), self.on_signals)
+        self.poller.watch(self.report_r, self.read_reports)
         for pool in self.config.pools:
             self.spawn_manager(self.current, pool)
-        self.log.notice("pfm is running, pid %d" % os.getpid())
+        self.log.notice("pfm is running, pid %d" % self.system.getpid())
         self.log.notice("ready to handle connections")
         self.log.also_stderr = False
         self.report_status(0)
@@ -160,7 +157,7 @@ class Master:
                 _close_listener(listener)
             raise
         return Generation(number, config, listeners, status_listeners, files,
-                          started=time.monotonic())
+                          started=self.system.monotonic())
 
     @staticmethod
     def bind_status(pools, existing: list, fresh: list) -> dict:
@@ -264,13 +261,15 @@ class Master:
 
     def loop(self) -> int:
         while True:
-            for key, _ in self.selector.select(self._timeout()):
-                key.data(key.fd)
+            for fd, _events in self.system.wait(self.poller, self._timeout()):
+                handler = self.poller.handlers.get(fd)
+                if handler is not None:
+                    handler(fd)
             if self.checking is not None:
-                self.checking.expire(time.monotonic())
+                self.checking.expire(self.system.monotonic())
                 self.check_done()
             self.reap()
-            if self.next_notify is not None and time.monotonic() >= self.next_notify:
+            if self.next_notify is not None and self.system.monotonic() >= self.next_notify:
                 self.notify_status()
             if self.state == "running":
                 self.restart_managers()
@@ -283,7 +282,7 @@ class Master:
                     return 0
 
     def _timeout(self) -> float:
-        now = time.monotonic()
+        now = self.system.monotonic()
         timeout = 1.0
         if self.next_notify is not None:
             timeout = min(timeout, max(0.0, self.next_notify - now))
@@ -325,7 +324,7 @@ class Master:
             return
         self.log.notice("Reloading in progress ...")
         self.notifier.send("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=Reloading"
-                           % (time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
+                           % (self.system.monotonic() * 1e6))
         self.cancel_check()
         from .config import ConfigError, load
         new = self.config
@@ -336,10 +335,10 @@ class Master:
                 self.log.error(str(e))
                 self.reload_failed("the configuration has an error", str(e))
                 return
-        self.checking = AppCheck(new, self.watch_check, self.selector.unregister)
+        self.checking = AppCheck(new, self.watch_check, self.poller.unwatch)
 
     def watch_check(self, fd: int) -> None:
-        self.selector.register(fd, selectors.EVENT_READ, lambda fd: self.checking.read(fd))
+        self.poller.watch(fd, lambda fd: self.checking.read(fd))
 
     def cancel_check(self) -> None:
         if self.checking is not None:
@@ -405,7 +404,7 @@ class Master:
         elif state == generation.FAILED:
             self.abandon(gen, keep=[self.current])
             self.reload_failed(gen.failure)
-        elif not gen.warned and time.monotonic() - gen.started > STILL_WAITING:
+        elif not gen.warned and self.system.monotonic() - gen.started > STILL_WAITING:
             gen.warned = True
             self.log.warning("reload: pool(s) %s not serving yet after %d s; the old "
                              "generation keeps serving until they do" % (
@@ -426,7 +425,7 @@ class Master:
         old = self.current
         leaving = [pid for pid, m in self.managers.items() if m.generation == old.number]
         for pid in leaving:
-            _kill(pid, signal.SIGQUIT)
+            self.system.kill(pid, signal.SIGQUIT)
         self.release(old, keep=[gen])
         self.current, self.next, self.config = gen, None, gen.config
         self.restart_at.clear()
@@ -444,7 +443,7 @@ class Master:
         it that did start may already be serving requests."""
         for pid, m in self.managers.items():
             if m.generation == gen.number:
-                _kill(pid, signal.SIGQUIT)
+                self.system.kill(pid, signal.SIGQUIT)
         self.release(gen, keep=keep)
         if self.next is gen:
             self.next = None
@@ -465,7 +464,7 @@ class Master:
         if self.retiring and generation.outcome(self.readiness(self.current), None) \
                 == generation.READY:
             for pid in self.retiring:
-                _kill(pid, signal.SIGQUIT)
+                self.system.kill(pid, signal.SIGQUIT)
             self.log.notice("new pool generation is accepting; %d old pool manager(s) "
                             "finishing their requests" % len(self.retiring))
             self.retiring = []
@@ -491,7 +490,7 @@ class Master:
         g = self.config.global_
         if not (g.emergency_restart_threshold and g.emergency_restart_interval):
             return
-        now = time.monotonic()
+        now = self.system.monotonic()
         self.crashes.extend(now for byte in data if byte == ord("S"))
         self.crashes = [t for t in self.crashes if now - t <= g.emergency_restart_interval]
         if self.state == "running" and len(self.crashes) >= g.emergency_restart_threshold:
@@ -532,9 +531,9 @@ class Master:
 
     def unwatch_control(self, manager: Manager) -> None:
         try:
-            self.selector.unregister(manager.control)
-        except (KeyError, ValueError):
-            pass
+            self.poller.unwatch(manager.control.fileno())
+        except OSError:
+            pass        # closed already
 
     # ---- systemd -------------------------------------------------------------
 
@@ -544,7 +543,7 @@ class Master:
         if not self.notifier.enabled:
             return
         if not self.notifier.send("READY=1\nSTATUS=Ready to handle connections\nMAINPID=%d"
-                                  % os.getpid()):
+                                  % self.system.getpid()):
             self.log.warning("failed to notify start to systemd")
         interval = self.config.global_.systemd_interval
         if self.notifier.watchdog_interval > 0:
@@ -554,7 +553,7 @@ class Master:
             self.log.notice("systemd watchdog configured to %.3gsec" % (interval * 2))
         if interval and interval > 0:
             self.notify_interval = interval
-            self.next_notify = time.monotonic() + interval
+            self.next_notify = self.system.monotonic() + interval
             self.log.notice("systemd monitor interval set to %dms" % (interval * 1000))
         else:
             self.log.notice("systemd monitor disabled")
@@ -569,7 +568,7 @@ class Master:
                                   "Requests: %d, slow: %d, Traffic: %.3greq/sec"
                                   % (watchdog, active, idle, requests, slow, traffic)):
             self.log.notice("failed to notify status to systemd")
-        self.next_notify = time.monotonic() + self.notify_interval
+        self.next_notify = self.system.monotonic() + self.notify_interval
 
     def totals(self) -> tuple[int, int, int, int]:
         """(active, idle, requests, slow) over every pool's scoreboard."""
@@ -630,7 +629,7 @@ class Master:
 
     def spawn_manager(self, gen: Generation, pool) -> None:
         listener = gen.listeners[pool.name]
-        master = os.getpid()
+        master = self.system.getpid()
         # A fresh scoreboard for every manager: a restarted one starts clean,
         # with room for a replacement of every recycled worker (pool.py).
         board = Scoreboard.create(scoreboard_slots(pool))
@@ -642,7 +641,7 @@ class Master:
         adoption = self.adoptions.get(listener.key)
         if adoption is None:
             adoption = self.adoptions[listener.key] = handoff.adoption_pair()
-        pid = signals.fork()
+        pid = self.system.fork()
         if pid == 0:
             ours.close()
             self.in_manager(gen, pool, adoption, board)
@@ -651,19 +650,19 @@ class Master:
                                    gen.config.global_.process_control_timeout,
                                    gen.status_listeners.get(pool.name),
                                    self.processes, cell, gen.config.global_.process_max,
-                                   adoption))
+                                   adoption), self.system)
         theirs.close()
         ours.setblocking(False)
-        manager = Manager(pid, pool, time.monotonic(), gen.number, ours, board, cell)
+        manager = Manager(pid, pool, self.system.monotonic(), gen.number, ours, board, cell)
         self.managers[pid] = manager
-        self.selector.register(ours, selectors.EVENT_READ, self.on_control(manager))
+        self.poller.watch(ours.fileno(), self.on_control(manager))
         gen.boards[pool.name] = board
         if gen is self.current:
             self.restart_at.pop(pool.name, None)
 
     def in_manager(self, gen: Generation, pool, adoption, board) -> None:
         """In a new pool manager: close what belongs to the master or to other pools."""
-        self.selector.close()
+        self.poller.close()
         self.sigpipe.close()
         os.close(self.lifeline_w)
         os.close(self.report_r)
@@ -691,7 +690,7 @@ class Master:
                 os.close(fd)        # the check's children are the master's, not ours
 
     def reap(self) -> None:
-        for pid, status in procutil.reaped():
+        for pid, status in self.system.reaped():
             manager = self.managers.pop(pid, None)
             if manager is None:
                 continue
@@ -719,17 +718,17 @@ class Master:
 
     def schedule_restart(self, manager: Manager, pid: int, how: str) -> None:
         name = manager.pool.name
-        lived = time.monotonic() - manager.started
+        lived = self.system.monotonic() - manager.started
         failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
         self.failures[name] = failures
         pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
         self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
                          "restarting it%s" % (name, pid, how, lived,
                                               " in %.1f s" % pause if pause else ""))
-        self.restart_at[name] = time.monotonic() + pause
+        self.restart_at[name] = self.system.monotonic() + pause
 
     def restart_managers(self) -> None:
-        now = time.monotonic()
+        now = self.system.monotonic()
         for pool in self.config.pools:
             when = self.restart_at.get(pool.name)
             if when is not None and now >= when:
@@ -755,7 +754,7 @@ class Master:
 
     def signal_managers(self, sig: int) -> None:
         for pid in list(self.managers):
-            _kill(pid, sig)
+            self.system.kill(pid, sig)
 
     def cleanup(self) -> None:
         for gen in filter(None, (self.current, self.next)):
@@ -767,13 +766,6 @@ class Master:
                 os.unlink(self.pidfile)
             except OSError:
                 pass
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _close_listener(listener) -> None:

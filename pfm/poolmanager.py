@@ -15,7 +15,6 @@ import select
 import signal
 import socket
 import struct
-import time
 import traceback
 from dataclasses import dataclass
 
@@ -23,14 +22,12 @@ from . import listenqueue, logfiles, procutil, signals, workergroups
 from . import pool as policy
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
-from .signals import SignalPipe
 from .stopladder import StopLadder
+from .system import System
 from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
 RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
-_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
-            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
 MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
 FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
@@ -74,8 +71,9 @@ class Inherited:
 
 
 class PoolManager:
-    def __init__(self, inherited: Inherited):
+    def __init__(self, inherited: Inherited, system: System):
         self.inherited = inherited
+        self.system = system
         self.pool = pool = inherited.pool
         self.name = pool.name
         self.listener = inherited.listener
@@ -93,14 +91,13 @@ class PoolManager:
         self.listen_woke = False
         self.listen_armed_at: float | None = None
         self.state = RUNNING
-        self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM)
+        self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM, system)
         self.boot_backoff = policy.Backoff(1.0, MAX_BACKOFF)     # the app fails to start
         self.fork_backoff = policy.Backoff(FORK_RETRY, FORK_RETRY_MAX)   # fork() fails
         self.fork_failures = policy.Throttle()
         self.process_max_warnings = policy.Throttle()
         self.saturation_warnings = policy.Throttle(SATURATION_LOG_INTERVAL)
         self.app = None
-        self.handlers: dict[int, object] = {}
         self.boot_error: str | None = None   # the last worker boot error logged in full
         self.boot_error_logged = -1e9
         self.boot_error_repeats = 0
@@ -109,7 +106,7 @@ class PoolManager:
 
     def run(self) -> int:
         procutil.set_title("pfm: pool %s manager" % self.name)
-        self.sigpipe = SignalPipe(_HANDLED)
+        self.sigpipe = self.system.signal_pipe()
         procutil.exit_on_stop_signals()     # while booting nothing is in flight: stop means now
         signals.unblock()
         self.prepare()
@@ -118,8 +115,8 @@ class PoolManager:
         self.sigpipe.reinstall()
         procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
         self.tell_master(b"booted")
-        self.retire_r, self.retire_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.epoll = select.epoll()
+        self.retire_r, self.retire_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.poller = self.system.poller()
         self.boot_r, self.boot_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.boot_r.setblocking(False)
         self.watch(self.boot_r.fileno(), self.on_boot_report)
@@ -127,27 +124,22 @@ class PoolManager:
         self.watch(self.inherited.lifeline_fd, self.on_master_gone)
         self.watch(self.control.fileno(), self.on_control)
         self.watch(self.retire_r, self.on_retire)
-        self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd)
+        self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd,
+                                     self.system)
         from .statusdesk import StatusDesk
         self.desk = StatusDesk(self)
         if self.watches_listen():
-            self.epoll.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
-            self.handlers[self.listener.fileno()] = self.on_listen
+            self.watch(self.listener.fileno(), self.on_listen, select.EPOLLIN | select.EPOLLET)
         for _ in range(policy.initial(self.pool)):     # pm.start_servers for dynamic
             self.spawn()
-        self.manage(time.monotonic())
+        self.manage(self.system.monotonic())
         return self.loop()
 
     def watch(self, fd: int, handler, events: int = select.EPOLLIN) -> None:
-        self.epoll.register(fd, events)
-        self.handlers[fd] = handler
+        self.poller.watch(fd, handler, events)
 
     def unwatch(self, fd: int) -> None:
-        self.handlers.pop(fd, None)
-        try:
-            self.epoll.unregister(fd)
-        except (OSError, ValueError):
-            pass
+        self.poller.unwatch(fd)
 
     def watches_listen(self) -> bool:
         """The listening socket wakes the manager only where it must act on a
@@ -213,7 +205,7 @@ class PoolManager:
             except (BlockingIOError, ValueError):
                 return
             pid, summary = report.get("pid", 0), report.get("summary", "")
-            now = time.monotonic()
+            now = self.system.monotonic()
             if summary != self.boot_error or now - self.boot_error_logged > BOOT_ERROR_RELOG:
                 self.boot_error, self.boot_error_logged, self.boot_error_repeats = \
                     summary, now, 0
@@ -231,12 +223,12 @@ class PoolManager:
 
     def loop(self) -> int:
         while True:
-            for fd, events in self.epoll.poll(self.timeout()):
-                handler = self.handlers.get(fd)
+            for fd, events in self.system.wait(self.poller, self.timeout()):
+                handler = self.poller.handlers.get(fd)
                 if handler is not None:
                     handler(fd, events)
             self.reap()
-            now = time.monotonic()
+            now = self.system.monotonic()
             if self.state == RUNNING:
                 self.rearm_listen(now)
                 if self.listen_woke or now >= self.next_check:
@@ -252,7 +244,7 @@ class PoolManager:
                     return 0
 
     def timeout(self) -> float:
-        now = time.monotonic()
+        now = self.system.monotonic()
         due = [now + 1.0]
         if self.ladder.deadline is not None:
             due.append(self.ladder.deadline)
@@ -300,14 +292,14 @@ class PoolManager:
         """A connection arrived (edge-triggered). Disarm for LISTEN_REARM so a
         busy pool does not wake the manager for every request."""
         self.listen_woke = True
-        self.epoll.modify(fd, 0)
-        self.listen_armed_at = time.monotonic() + LISTEN_REARM
+        self.poller.modify(fd, 0)
+        self.listen_armed_at = self.system.monotonic() + LISTEN_REARM
 
     def rearm_listen(self, now: float) -> None:
         if self.listen_armed_at is not None and now >= self.listen_armed_at:
             self.listen_armed_at = None
             # Re-arming reports at once if connections are still waiting.
-            self.epoll.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
+            self.poller.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def on_retire(self, fd: int = -1, events: int = 0) -> None:
         """Workers that reached pm.max_requests or pm.max_memory say so here,
@@ -322,7 +314,7 @@ class PoolManager:
                 self.retiring.append(pid)
                 new = True
         if new and self.state == RUNNING:
-            self.manage(time.monotonic())
+            self.manage(self.system.monotonic())
 
     def on_output(self, catcher: OutputCatcher):
         def handler(fd: int, events: int) -> None:
@@ -334,7 +326,7 @@ class PoolManager:
 
     def drain_output(self) -> None:
         """Log what the last workers printed before their pipes are dropped."""
-        for fd, handler in list(self.handlers.items()):
+        for fd, handler in list(self.poller.handlers.items()):
             catcher = getattr(handler, "catcher", None)
             if catcher is not None:
                 catcher.feed(fd)
@@ -391,7 +383,7 @@ class PoolManager:
 
     def stop_worker(self, pid: int) -> None:
         self.stopping.add(pid)
-        _kill(pid, signal.SIGQUIT)
+        self.system.kill(pid, signal.SIGQUIT)
 
     def spawn(self, leaving: int = 0) -> int | None:
         """Fork a worker; None if it cannot be done now (process.max, no
@@ -403,7 +395,7 @@ class PoolManager:
             index = self.board.assign_slot()
         except ScoreboardFull:
             return None
-        manager = os.getpid()
+        manager = self.system.getpid()
         # EMFILE from the output pipes, EAGAIN or ENOMEM from fork(): keep the
         # workers there are, and try again after a pause.
         try:
@@ -413,7 +405,7 @@ class PoolManager:
             self.fork_failed("pipe2()", e)
             return None
         try:
-            pid = signals.fork()
+            pid = self.system.fork()
         except OSError as e:
             self.board.free_slot(index)
             if pipes:
@@ -433,7 +425,7 @@ class PoolManager:
         self.fork_backoff.succeeded()
         workergroups.lead(pid)
         self.groups.add(pid)
-        self.children[pid] = Child(pid, time.monotonic(), index)
+        self.children[pid] = Child(pid, self.system.monotonic(), index)
         self.count_processes()
         if pipes:
             for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
@@ -444,7 +436,7 @@ class PoolManager:
 
     def fork_failed(self, call: str, error: OSError) -> None:
         """Logged at most every 10 s, with how many were left out."""
-        now = time.monotonic()
+        now = self.system.monotonic()
         pause = self.fork_backoff.failed(now)
         allowed, left_out = self.fork_failures.allow(now)
         if allowed:
@@ -457,9 +449,9 @@ class PoolManager:
         app's children from the listening socket (the manager's descriptors
         are closed by then, so this works even where it ran out of them)."""
         self.sigpipe.close()
-        self.epoll.close()
+        self.poller.close()
         self.desk.in_child()
-        for fd in list(self.handlers):
+        for fd in list(self.poller.handlers):
             if fd not in (self.listener.fileno(), self.retire_w):
                 try:
                     os.close(fd)
@@ -473,7 +465,7 @@ class PoolManager:
         workergroups.in_worker(self.listener.fileno(), self.log.fd)
 
     def reap(self) -> None:
-        for pid, status in procutil.reaped():
+        for pid, status in self.system.reaped():
             if pid in self.children and pid not in self.retiring:
                 # A retiree says so before it exits: read that first, so its
                 # replacement is forked (and logged) before its exit is.
@@ -489,7 +481,7 @@ class PoolManager:
             self.groups.exited(pid)
             self.requests.forget(pid)
             how, bad = procutil.describe_exit(status)
-            lived = time.monotonic() - child.started
+            lived = self.system.monotonic() - child.started
             line = "[pool %s] child %d exited %s after %.6f seconds from start" % (
                 self.name, pid, how, lived)
             if self.state != RUNNING:
@@ -500,7 +492,7 @@ class PoolManager:
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS):
                 self.report_crash()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
-                pause = self.boot_backoff.failed(time.monotonic())
+                pause = self.boot_backoff.failed(self.system.monotonic())
                 self.log.error("[pool %s] child %d failed to initialize; next try in %.1f s"
                                % (self.name, pid, pause))
             else:
@@ -516,7 +508,7 @@ class PoolManager:
         total = self.inherited.processes.total()
         if total < cap:
             return True
-        now = time.monotonic()
+        now = self.system.monotonic()
         if total - leaving < cap:
             return False
         allowed, left_out = self.process_max_warnings.allow(now)
@@ -554,7 +546,7 @@ class PoolManager:
         """QUIT (finish the request) goes to the workers; TERM and KILL to
         their whole process groups, so what the app forked stops with them."""
         for pid in list(self.children):
-            _kill(pid, sig)
+            self.system.kill(pid, sig)
             if sig != signal.SIGQUIT:
                 self.groups.signal(pid, sig)
 
@@ -600,23 +592,16 @@ def describe_saturation(slots, pending: int, now: float, retiring=()) -> str | N
     return line
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().split("\n")[-1]
     return "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
 
 
-def manager_main(inherited: Inherited) -> None:
+def manager_main(inherited: Inherited, system: System) -> None:
     """Entry point of a forked pool manager; never returns into the master's code."""
     code = 1
     try:
-        code = PoolManager(inherited).run()
+        code = PoolManager(inherited, system).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:

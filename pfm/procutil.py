@@ -6,18 +6,14 @@ import ctypes
 import os
 import signal
 
-try:
-    from setproctitle import setproctitle as _setproctitle
-except ImportError:  # pragma: no cover - setproctitle is a hard dependency
-    def _setproctitle(title: str) -> None:
-        pass
+from setproctitle import setproctitle
 
 _PR_SET_PDEATHSIG = 1
 _libc = None
 
 
 def set_title(title: str) -> None:
-    _setproctitle(title)
+    setproctitle(title)
 
 
 def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
@@ -61,18 +57,6 @@ def describe_exit(status: int) -> tuple[str, bool]:
         return "on signal %d (%s%s)" % (sig, name, core), sig != signal.SIGQUIT
     code = os.waitstatus_to_exitcode(status)
     return "with code %d" % code, code != 0
-
-
-def reaped():
-    """(pid, wait status) of every child that has exited, without blocking."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        yield pid, status
 
 
 # Exit codes a worker uses so its manager can tell a boot failure from a crash.
