@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                     % (config.path or "(built-in)"))
         return 0
 
-    from .master import Master
+    from .master import build_master
     foreground = True if args.nodaemonize else False if args.daemonize else None
     if config.path is None:
         foreground = not args.daemonize
-    return Master(config, foreground=foreground, force_stderr=args.force_stderr,
-                  pidfile=args.pid).run()
+    return build_master(config, foreground=foreground, force_stderr=args.force_stderr,
+                        pidfile=args.pid).run()
 
 
 def config_failed(errors) -> int:

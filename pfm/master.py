@@ -52,15 +52,18 @@ class Manager:
 
 
 class Master:
-    def __init__(self, config, foreground: bool | None = None, force_stderr: bool = False,
-                 pidfile: str | None = None, system: System | None = None):
-        self.system = system or System()
+    """Built by `build_master()`; a test builds one with a fake system
+    (tests/fakesystem.py) and turns its loop with `step()`."""
+
+    def __init__(self, config, log: Log, system: System, *, daemonize: bool = False,
+                 pidfile: str | None = None, inherited: reexec.Inherited | None = None,
+                 notifier: Notifier | None = None, code: tuple = (), app_check=AppCheck):
+        self.system = system
         self.config = config        # the serving generation's configuration
-        g = config.global_
-        self.daemonize = g.daemonize if foreground is None else not foreground
-        self.pidfile = pidfile or g.pid
-        self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
-                       g.syslog_ident, g.syslog_facility)
+        self.log = log
+        self.daemonize = daemonize
+        self.pidfile = pidfile
+        self.app_check = app_check  # how a reload checks the apps (appcheck.py: children)
         self.current: Generation | None = None   # the generation serving
         self.next: Generation | None = None      # a reload's, until it serves or fails
         self.checking: AppCheck | None = None    # a reload's app check, before `next`
@@ -73,15 +76,21 @@ class Master:
         self.state = "running"
         self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE, self.system)
         self.status_fd: int | None = None
-        self.notifier = Notifier()
-        self.inherited = reexec.Inherited()     # from a previous image of this master
-        self.code = reexec.fingerprint()        # pfm's code as this image loaded it
+        self.notifier = notifier or Notifier({})
+        self.inherited = inherited or reexec.Inherited({})  # from a previous image of us
+        self.code = code    # pfm's code as this image loaded it (empty: never re-exec)
         self.next_notify: float | None = None
+        self.notify_interval = 0.0
         self.last_requests = 0
+        # The loop's own descriptors and tables, made by open_loop().
+        self.sigpipe = self.poller = self.processes = None
+        self.lifeline_r = self.lifeline_w = self.report_r = self.report_w = -1
+        self.crashes: list[float] = []      # when workers died of SIGSEGV/SIGBUS, lately
 
     # ---- start -------------------------------------------------------------
 
     def run(self) -> int:
+        """Start, then turn the loop until the last pool manager is gone."""
         if not self.log.to_stderr:
             self.log.also_stderr = True
         for warning in self.config.warnings:
@@ -94,11 +103,17 @@ class Master:
             self.log.error("pfm initialization failed")
             return EX_CONFIG
         try:
-            return self.start()
+            if not self.start():
+                return EX_CONFIG
+            while not self.step(self.timeout()):
+                pass
+            self.log.notice("exiting, bye-bye!")
+            return 0
         finally:
             self.cleanup()
 
-    def start(self) -> int:
+    def start(self) -> bool:
+        """Detach, write the pid file, fork the pool managers; False if that failed."""
         if self.daemonize and not self.inherited.daemonized:
             self.detach()
         try:
@@ -107,8 +122,18 @@ class Master:
             self.log.error("unable to write pid file '%s': %s" % (self.pidfile, e.strerror))
             self.log.error("pfm initialization failed")
             self.report_status(EX_CONFIG)
-            return EX_CONFIG
+            return False
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
+        self.open_loop()
+        self.log.notice("pfm is running, pid %d" % self.system.getpid())
+        self.log.notice("ready to handle connections")
+        self.log.also_stderr = False
+        self.report_status(0)
+        self.notify_ready()
+        return True
+
+    def open_loop(self) -> None:
+        """The loop's descriptors and tables, and a pool manager per pool."""
         self.sigpipe = self.system.signal_pipe()
         # Old pool managers of a previous image watch this pipe: keep it.
         self.lifeline_r, self.lifeline_w = self.inherited.lifeline or self.system.pipe()
@@ -117,18 +142,11 @@ class Master:
         self.processes = ProcessTable(4 * len(self.config.pools) + 16)
         # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
         self.report_r, self.report_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.crashes: list[float] = []
         self.poller = self.system.poller()
         self.poller.watch(self.sigpipe.fileno(), self.on_signals)
         self.poller.watch(self.report_r, self.read_reports)
         for pool in self.config.pools:
             self.spawn_manager(self.current, pool)
-        self.log.notice("pfm is running, pid %d" % self.system.getpid())
-        self.log.notice("ready to handle connections")
-        self.log.also_stderr = False
-        self.report_status(0)
-        self.notify_ready()
-        return self.loop()
 
     def open_sockets(self) -> None:
         inherited = [sockets.Listener(sock, address, address,
@@ -259,29 +277,30 @@ class Master:
 
     # ---- the loop ----------------------------------------------------------
 
-    def loop(self) -> int:
-        while True:
-            for fd, _events in self.system.wait(self.poller, self._timeout()):
-                handler = self.poller.handlers.get(fd)
-                if handler is not None:
-                    handler(fd)
-            if self.checking is not None:
-                self.checking.expire(self.system.monotonic())
-                self.check_done()
-            self.reap()
-            if self.next_notify is not None and self.system.monotonic() >= self.next_notify:
-                self.notify_status()
-            if self.state == "running":
-                self.restart_managers()
-                self.advance_reload()
-                self.retire_previous_image()
-            else:
-                self.escalate()
-                if not self.managers:
-                    self.log.notice("exiting, bye-bye!")
-                    return 0
+    def step(self, timeout: float) -> bool:
+        """One turn: wait up to `timeout` for a descriptor, act on it, then
+        on what is due. True once stopping and no pool manager is left."""
+        for fd, _events in self.system.wait(self.poller, timeout):
+            handler = self.poller.handlers.get(fd)
+            if handler is not None:
+                handler(fd)
+        if self.checking is not None:
+            self.checking.expire(self.system.monotonic())
+            self.check_done()
+        self.reap()
+        if self.next_notify is not None and self.system.monotonic() >= self.next_notify:
+            self.notify_status()
+        if self.state == "running":
+            self.restart_managers()
+            self.advance_reload()
+            self.retire_previous_image()
+            return False
+        self.escalate()
+        return not self.managers
 
-    def _timeout(self) -> float:
+    def timeout(self) -> float:
+        """How long the next turn may wait: until the next thing due."""
+
         now = self.system.monotonic()
         timeout = 1.0
         if self.next_notify is not None:
@@ -335,7 +354,7 @@ class Master:
                 self.log.error(str(e))
                 self.reload_failed("the configuration has an error", str(e))
                 return
-        self.checking = AppCheck(new, self.watch_check, self.poller.unwatch)
+        self.checking = self.app_check(new, self.watch_check, self.poller.unwatch)
 
     def watch_check(self, fd: int) -> None:
         self.poller.watch(fd, lambda fd: self.checking.read(fd))
@@ -368,7 +387,7 @@ class Master:
         except (InitError, IsolationError) as e:
             self.reload_failed(str(e))
             return
-        if reexec.fingerprint() != self.code:
+        if self.code and reexec.fingerprint() != self.code:
             self.release(gen, keep=[self.current, self.next])
             self.reexec()
             return
@@ -766,6 +785,20 @@ class Master:
                 os.unlink(self.pidfile)
             except OSError:
                 pass
+
+
+def build_master(config, foreground: bool | None = None, force_stderr: bool = False,
+                 pidfile: str | None = None) -> Master:
+    """The master as `pfm` runs it: it opens the error log, takes what a
+    previous image of it and systemd left in the environment, and notes
+    pfm's code on disk (a later change of it makes a reload re-exec)."""
+    g = config.global_
+    log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
+              g.syslog_ident, g.syslog_facility)
+    return Master(config, log, System(),
+                  daemonize=g.daemonize if foreground is None else not foreground,
+                  pidfile=pidfile or g.pid, inherited=reexec.Inherited(),
+                  notifier=Notifier(), code=reexec.fingerprint())
 
 
 def _close_listener(listener) -> None:

@@ -101,10 +101,23 @@ class PoolManager:
         self.boot_error: str | None = None   # the last worker boot error logged in full
         self.boot_error_logged = -1e9
         self.boot_error_repeats = 0
+        # The loop's own descriptors and helpers, made by open_loop().
+        self.sigpipe = self.poller = self.requests = self.desk = None
+        self.boot_r = self.boot_w = None
+        self.retire_r = self.retire_w = -1
 
     # ---- setup -------------------------------------------------------------
 
     def run(self) -> int:
+        """Boot, then turn the loop until the last worker is gone."""
+        self.boot()
+        self.open_loop()
+        while not self.step(self.timeout()):
+            pass
+        return 0
+
+    def boot(self) -> None:
+        """Become the pool's process: its signals, identity, environment, app."""
         procutil.set_title("pfm: pool %s manager" % self.name)
         self.sigpipe = self.system.signal_pipe()
         procutil.exit_on_stop_signals()     # while booting nothing is in flight: stop means now
@@ -115,6 +128,13 @@ class PoolManager:
         self.sigpipe.reinstall()
         procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
         self.tell_master(b"booted")
+
+    def open_loop(self) -> None:
+        """The loop's descriptors and helpers, and the first workers. (The
+        boot made the signal pipe early, to hold the signals while the app
+        imports; a unit test starts here.)"""
+        if self.sigpipe is None:
+            self.sigpipe = self.system.signal_pipe()
         self.retire_r, self.retire_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
         self.poller = self.system.poller()
         self.boot_r, self.boot_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -133,7 +153,6 @@ class PoolManager:
         for _ in range(policy.initial(self.pool)):     # pm.start_servers for dynamic
             self.spawn()
         self.manage(self.system.monotonic())
-        return self.loop()
 
     def watch(self, fd: int, handler, events: int = select.EPOLLIN) -> None:
         self.poller.watch(fd, handler, events)
@@ -221,29 +240,32 @@ class PoolManager:
 
     # ---- the loop ----------------------------------------------------------
 
-    def loop(self) -> int:
-        while True:
-            for fd, events in self.system.wait(self.poller, self.timeout()):
-                handler = self.poller.handlers.get(fd)
-                if handler is not None:
-                    handler(fd, events)
-            self.reap()
-            now = self.system.monotonic()
-            if self.state == RUNNING:
-                self.rearm_listen(now)
-                if self.listen_woke or now >= self.next_check:
-                    self.manage(now)
-                self.requests.check(self.board.read(), now)
-                self.desk.tick(now)
-            else:
-                self.escalate()
-                if not self.children:
-                    self.drain_output()
-                    self.desk.close()
-                    self.end_app_processes()
-                    return 0
+    def step(self, timeout: float) -> bool:
+        """One turn: wait up to `timeout` for a descriptor, act on it, then
+        on what is due. True once stopping and no worker is left."""
+        for fd, events in self.system.wait(self.poller, timeout):
+            handler = self.poller.handlers.get(fd)
+            if handler is not None:
+                handler(fd, events)
+        self.reap()
+        now = self.system.monotonic()
+        if self.state == RUNNING:
+            self.rearm_listen(now)
+            if self.listen_woke or now >= self.next_check:
+                self.manage(now)
+            self.requests.check(self.board.read(), now)
+            self.desk.tick(now)
+            return False
+        self.escalate()
+        if self.children:
+            return False
+        self.drain_output()
+        self.desk.close()
+        self.end_app_processes()
+        return True
 
     def timeout(self) -> float:
+        """How long the next turn may wait: until the next thing due."""
         now = self.system.monotonic()
         due = [now + 1.0]
         if self.ladder.deadline is not None:
