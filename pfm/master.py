@@ -19,10 +19,10 @@ from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
 from .pool import scoreboard_slots
-from .poolmanager import Inherited, manager_main
+from .poolmanager import ManagerContext, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
-from .stopladder import StopLadder
+from .stopladder import State, StopLadder
 from .system import System
 from .systemd import Notifier
 
@@ -37,9 +37,11 @@ class InitError(Exception):
 
 
 class Manager:
+    """A pool manager, as the master knows it."""
+
     __slots__ = ("pid", "pool", "started", "generation", "control", "board", "cell", "booted")
 
-    def __init__(self, pid: int, pool, started: float, generation: int, control, board,
+    def __init__(self, pid: int, pool, *, started: float, generation: int, control, board,
                  cell: int):
         self.pid = pid
         self.pool = pool
@@ -56,7 +58,7 @@ class Master:
     (tests/fakesystem.py) and turns its loop with `step()`."""
 
     def __init__(self, config, log: Log, system: System, *, daemonize: bool = False,
-                 pidfile: str | None = None, inherited: reexec.Inherited | None = None,
+                 pidfile: str | None = None, inherited: reexec.InheritedState | None = None,
                  notifier: Notifier | None = None, code: tuple = (), app_check=AppCheck):
         self.system = system
         self.config = config        # the serving generation's configuration
@@ -73,11 +75,11 @@ class Master:
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
-        self.state = "running"
+        self.state = State.RUNNING
         self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE, self.system)
         self.status_fd: int | None = None
         self.notifier = notifier or Notifier({})
-        self.inherited = inherited or reexec.Inherited({})  # from a previous image of us
+        self.inherited = inherited or reexec.InheritedState({})  # from a previous image of us
         self.code = code    # pfm's code as this image loaded it (empty: never re-exec)
         self.next_notify: float | None = None
         self.notify_interval = 0.0
@@ -290,7 +292,7 @@ class Master:
         self.reap()
         if self.next_notify is not None and self.system.monotonic() >= self.next_notify:
             self.notify_status()
-        if self.state == "running":
+        if self.state == State.RUNNING:
             self.restart_managers()
             self.advance_reload()
             self.retire_previous_image()
@@ -321,9 +323,9 @@ class Master:
 
     def on_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
-            self.stop("terminating")
+            self.stop(State.TERMINATING)
         elif sig == signal.SIGQUIT:
-            self.stop("finishing")
+            self.stop(State.FINISHING)
         elif sig == signal.SIGUSR1:
             self.reopen_logs()
         elif sig in (signal.SIGUSR2, signal.SIGHUP):  # HUP: as gunicorn and uWSGI reload
@@ -339,7 +341,7 @@ class Master:
         same listening sockets. The old generation retires once every new
         pool serves (advance_reload). A failure at any step is logged as a
         failed reload and the old generation goes on serving."""
-        if self.state != "running":
+        if self.state != State.RUNNING:
             return
         self.log.notice("Reloading in progress ...")
         self.notifier.send("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=Reloading"
@@ -512,7 +514,7 @@ class Master:
         now = self.system.monotonic()
         self.crashes.extend(now for byte in data if byte == ord("S"))
         self.crashes = [t for t in self.crashes if now - t <= g.emergency_restart_interval]
-        if self.state == "running" and len(self.crashes) >= g.emergency_restart_threshold:
+        if self.state == State.RUNNING and len(self.crashes) >= g.emergency_restart_threshold:
             self.log.warning("failed processes threshold (%d in %d sec) is reached, "
                              "initiating reload" % (g.emergency_restart_threshold,
                                                     g.emergency_restart_interval))
@@ -664,15 +666,19 @@ class Master:
         if pid == 0:
             ours.close()
             self.in_manager(gen, pool, adoption, board)
-            manager_main(Inherited(pool, listener, gen.files[pool.name], self.log, board,
-                                   self.lifeline_r, self.report_w, theirs, master,
-                                   gen.config.global_.process_control_timeout,
-                                   gen.status_listeners.get(pool.name),
-                                   self.processes, cell, gen.config.global_.process_max,
-                                   adoption), self.system)
+            g = gen.config.global_
+            manager_main(ManagerContext(
+                pool=pool, listener=listener, files=gen.files[pool.name], log=self.log,
+                board=board, system=self.system, lifeline_fd=self.lifeline_r,
+                report_fd=self.report_w, control=theirs, master_pid=master,
+                control_timeout=g.process_control_timeout,
+                status_listener=gen.status_listeners.get(pool.name),
+                processes=self.processes, cell=cell, process_max=g.process_max,
+                adoption=adoption))
         theirs.close()
         ours.setblocking(False)
-        manager = Manager(pid, pool, self.system.monotonic(), gen.number, ours, board, cell)
+        manager = Manager(pid, pool, started=self.system.monotonic(), generation=gen.number,
+                          control=ours, board=board, cell=cell)
         self.managers[pid] = manager
         self.poller.watch(ours.fileno(), self.on_control(manager))
         gen.boards[pool.name] = board
@@ -719,7 +725,7 @@ class Master:
                 self.note_failure(manager, "its manager exited %s before the pool served"
                                   % how)
                 continue
-            if self.state != "running" or manager.generation != self.current.number:
+            if self.state != State.RUNNING or manager.generation != self.current.number:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
                 continue
             self.schedule_restart(manager, pid, how)
@@ -753,12 +759,12 @@ class Master:
             if when is not None and now >= when:
                 self.spawn_manager(self.current, pool)
 
-    def stop(self, how: str) -> None:
+    def stop(self, how: State) -> None:
         """finishing (QUIT): managers let requests finish. terminating (TERM,
         INT): managers kill their workers now. Terminating overrides finishing."""
-        if self.state == how or self.state == "terminating":
+        if self.state == how or self.state == State.TERMINATING:
             return
-        self.log.notice("Finishing ..." if how == "finishing" else "Terminating ...")
+        self.log.notice("Finishing ..." if how == State.FINISHING else "Terminating ...")
         self.notifier.send("STOPPING=1")
         self.state = how
         self.restart_at.clear()
@@ -766,7 +772,7 @@ class Master:
         # The managers escalate over their workers themselves (process_control_
         # timeout); the master only steps in a little later, for stuck managers.
         timeout = self.config.global_.process_control_timeout
-        self.ladder.start(how == "finishing", timeout + MANAGER_GRACE if timeout > 0 else None)
+        self.ladder.start(how == State.FINISHING, timeout + MANAGER_GRACE if timeout > 0 else None)
 
     def escalate(self) -> None:
         self.ladder.escalate(bool(self.managers))
@@ -797,7 +803,7 @@ def build_master(config, foreground: bool | None = None, force_stderr: bool = Fa
               g.syslog_ident, g.syslog_facility)
     return Master(config, log, System(),
                   daemonize=g.daemonize if foreground is None else not foreground,
-                  pidfile=pidfile or g.pid, inherited=reexec.Inherited(),
+                  pidfile=pidfile or g.pid, inherited=reexec.InheritedState(),
                   notifier=Notifier(), code=reexec.fingerprint())
 
 

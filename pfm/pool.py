@@ -9,7 +9,7 @@ applies the decision; tests drive it with a simulated clock.
 Use: fork `initial(cfg)` workers at start, then call `decide()` after every
 wakeup (signal, reap, listening socket readable) and at `next_check` at the
 latest, fork `spawn` workers, send SIGQUIT to each pid in `stop` and keep it
-in `stopping` until it is reaped (escalating as php-fpm does is the
+in `told_to_stop` until it is reaped (escalating as php-fpm does is the
 manager's job), write `logs`, and bump the scoreboard's counter when
 `max_children_reached`.
 
@@ -81,7 +81,7 @@ class Decision:
     spawn: workers to fork, the replacements first. replace: the retirees
     those first forks replace, oldest first; once forked, tell the state
     (`replaced()`). stop: pids to ask to stop (SIGQUIT); all idle, none of
-    them already in `stopping`. logs: (level, message) with pfm.log levels.
+    them already in `told_to_stop`. logs: (level, message) with pfm.log levels.
     next_check: monotonic time to call `decide()` again at the latest.
     max_children_reached: a new episode at max_children began; bump the
     scoreboard's counter (`note_max_children_reached()`).
@@ -143,7 +143,7 @@ def replaced(state: PolicyState, pids: Collection[int]) -> None:
 class _Pool:
     """The counts every rule needs, taken once from the slot states."""
 
-    def __init__(self, slots: Sequence[Any], stopping: Collection[int],
+    def __init__(self, slots: Sequence[Any], told_to_stop: Collection[int],
                  retiring: Collection[int] = ()):
         self.total = 0
         self.idle: List[Any] = []      # idle workers not told to stop
@@ -154,7 +154,7 @@ class _Pool:
             if s.pid in retiring:
                 continue               # leaving on its own: not busy, not in the total
             self.total += 1            # workers told to stop still hold their slot
-            if s.pid and s.pid in stopping:
+            if s.pid and s.pid in told_to_stop:
                 continue
             if s.stage in IDLE_STAGES:
                 self.idle.append(s)
@@ -164,7 +164,7 @@ class _Pool:
 
 def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
            pending: Optional[int] = None, wanted: bool = False,
-           stopping: Collection[int] = (), retiring: Collection[int] = ()) -> Decision:
+           told_to_stop: Collection[int] = (), retiring: Collection[int] = ()) -> Decision:
     """One decision of the pool's process manager.
 
     cfg: pm, pm_max_children, pm_min/max_spare_servers, pm_max_spawn_rate,
@@ -172,14 +172,14 @@ def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
     stage, last_activity); free slots are ignored. now: monotonic seconds.
     pending: connections waiting in the listen queue, None if unknown.
     wanted: the manager saw the listening socket readable (at least one
-    connection waits). stopping: pids already told to stop; they count in
+    connection waits). told_to_stop: pids already told to stop; they count in
     the total (they hold a slot until reaped) but not as idle, and are never
     returned again. retiring: workers that said they reached pm.max_requests
     or pm.max_memory and exit by themselves (see `retirees()`); they count
     nowhere, and each gets one replacement. `state` is updated in place.
     """
     retiring = retirees(slots, retiring)
-    pool = _Pool(slots, frozenset(stopping), frozenset(retiring))
+    pool = _Pool(slots, frozenset(told_to_stop), frozenset(retiring))
     waiting = max(pending or 0, 1 if wanted else 0)
     d = Decision()
     _replace_retirees(cfg, pool, retiring, state, d)

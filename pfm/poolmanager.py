@@ -22,12 +22,11 @@ from . import listenqueue, logfiles, procutil, signals, workergroups
 from . import pool as policy
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
-from .stopladder import StopLadder
+from .stopladder import State, StopLadder
 from .system import System
 from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
-RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
 MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
 FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
@@ -49,8 +48,8 @@ class Child:
         self.slot = slot
 
 
-@dataclass
-class Inherited:
+@dataclass(frozen=True, kw_only=True)
+class ManagerContext:
     """What a pool manager gets from the master across fork."""
 
     pool: object
@@ -58,6 +57,7 @@ class Inherited:
     files: object               # logfiles.PoolFiles
     log: object                 # log.Log
     board: Scoreboard           # made by the master, so it can read the totals
+    system: System              # the OS seam (system.py)
     lifeline_fd: int            # EOF here means the master is gone
     report_fd: int              # one byte per worker that died of SIGSEGV/SIGBUS
     control: socket.socket      # the master's messages (log reopen with new fds)
@@ -71,26 +71,26 @@ class Inherited:
 
 
 class PoolManager:
-    def __init__(self, inherited: Inherited, system: System):
-        self.inherited = inherited
-        self.system = system
-        self.pool = pool = inherited.pool
+    def __init__(self, ctx: ManagerContext):
+        self.ctx = ctx
+        self.system = system = ctx.system
+        self.pool = pool = ctx.pool
         self.name = pool.name
-        self.listener = inherited.listener
-        self.files = inherited.files
-        self.log = inherited.log
+        self.listener = ctx.listener
+        self.files = ctx.files
+        self.log = ctx.log
         self.log.also_stderr = False     # the master's start-up mirror is not ours
-        self.board = inherited.board
-        self.control = inherited.control
+        self.board = ctx.board
+        self.control = ctx.control
         self.children: dict[int, Child] = {}
-        self.stopping: set[int] = set()      # told to stop by the policy
+        self.told_to_stop: set[int] = set()  # pids the policy asked to stop (SIGQUIT)
         self.retiring: list[int] = []        # said they reached pm.max_requests/max_memory
         self.groups = workergroups.Groups()  # the workers' process groups (the app's children)
         self.policy = policy.PolicyState()
         self.next_check = 0.0
         self.listen_woke = False
         self.listen_armed_at: float | None = None
-        self.state = RUNNING
+        self.state = State.RUNNING
         self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM, system)
         self.boot_backoff = policy.Backoff(1.0, MAX_BACKOFF)     # the app fails to start
         self.fork_backoff = policy.Backoff(FORK_RETRY, FORK_RETRY_MAX)   # fork() fails
@@ -126,7 +126,7 @@ class PoolManager:
         # Past the boot: the loop takes the signals, and a dead master means a
         # stop with the workers' requests cut (armed after setuid, which clears it).
         self.sigpipe.reinstall()
-        procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
+        procutil.die_with_parent(signal.SIGTERM, self.ctx.master_pid)
         self.tell_master(b"booted")
 
     def open_loop(self) -> None:
@@ -141,7 +141,7 @@ class PoolManager:
         self.boot_r.setblocking(False)
         self.watch(self.boot_r.fileno(), self.on_boot_report)
         self.watch(self.sigpipe.fileno(), self.on_signals)
-        self.watch(self.inherited.lifeline_fd, self.on_master_gone)
+        self.watch(self.ctx.lifeline_fd, self.on_master_gone)
         self.watch(self.control.fileno(), self.on_control)
         self.watch(self.retire_r, self.on_retire)
         self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd,
@@ -180,7 +180,7 @@ class PoolManager:
             self.boot_failed(str(e))
         # SIGKILL: an import stuck in C code cannot stop a dead master's
         # manager from going. Armed after setuid, which clears it.
-        procutil.die_with_parent(signal.SIGKILL, self.inherited.master_pid)
+        procutil.die_with_parent(signal.SIGKILL, self.ctx.master_pid)
         apply_environment(self.pool)
         try:
             prepare_path(self.pool, search_path)
@@ -249,7 +249,7 @@ class PoolManager:
                 handler(fd, events)
         self.reap()
         now = self.system.monotonic()
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             self.rearm_listen(now)
             if self.listen_woke or now >= self.next_check:
                 self.manage(now)
@@ -270,7 +270,7 @@ class PoolManager:
         due = [now + 1.0]
         if self.ladder.deadline is not None:
             due.append(self.ladder.deadline)
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             due.append(self.next_check)
             if self.spawn_after() > now:
                 due.append(self.spawn_after())
@@ -286,14 +286,14 @@ class PoolManager:
     def on_signals(self, fd: int, events: int) -> None:
         for sig in self.sigpipe.read():
             if sig in (signal.SIGTERM, signal.SIGINT):
-                self.stop(TERMINATING)
+                self.stop(State.TERMINATING)
             elif sig == signal.SIGQUIT:
-                self.stop(FINISHING)
+                self.stop(State.FINISHING)
 
     def on_master_gone(self, fd: int, events: int) -> None:
         """EOF on the lifeline: the master died (even by SIGKILL). Stop now."""
         self.unwatch(fd)
-        self.stop(TERMINATING)
+        self.stop(State.TERMINATING)
 
     def on_control(self, fd: int, events: int) -> None:
         """The master reopened the log files (USR1) and sent us the new ones:
@@ -335,7 +335,7 @@ class PoolManager:
             if pid in self.children and pid not in self.retiring:
                 self.retiring.append(pid)
                 new = True
-        if new and self.state == RUNNING:
+        if new and self.state == State.RUNNING:
             self.manage(self.system.monotonic())
 
     def on_output(self, catcher: OutputCatcher):
@@ -368,7 +368,7 @@ class PoolManager:
             if pending is not None:
                 self.board.update_listen_queue(pending)
         decision = policy.decide(self.pool, slots, now, self.policy, pending=pending,
-                                 wanted=self.listen_woke, stopping=self.stopping,
+                                 wanted=self.listen_woke, told_to_stop=self.told_to_stop,
                                  retiring=self.retiring)
         woke, self.listen_woke = self.listen_woke, False
         for level, message in decision.logs:
@@ -404,7 +404,7 @@ class PoolManager:
             self.log.warning("[pool %s] %s" % (self.name, line))
 
     def stop_worker(self, pid: int) -> None:
-        self.stopping.add(pid)
+        self.told_to_stop.add(pid)
         self.system.kill(pid, signal.SIGQUIT)
 
     def spawn(self, leaving: int = 0) -> int | None:
@@ -443,7 +443,7 @@ class PoolManager:
                 os._exit(procutil.EXIT_BOOT_FAILED)
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers,
-                        self.desk.counts, self.inherited.adoption, self.boot_w)
+                        self.desk.counts, self.ctx.adoption, self.boot_w)
         self.fork_backoff.succeeded()
         workergroups.lead(pid)
         self.groups.add(pid)
@@ -479,7 +479,7 @@ class PoolManager:
                     os.close(fd)
                 except OSError:
                     pass
-        os.close(self.inherited.report_fd)
+        os.close(self.ctx.report_fd)
         if pipes:
             pipes.in_child()
         else:
@@ -497,7 +497,7 @@ class PoolManager:
                 continue
             self.board.free_slot(child.slot)
             self.count_processes()
-            self.stopping.discard(pid)
+            self.told_to_stop.discard(pid)
             if pid in self.retiring:
                 self.retiring.remove(pid)
             self.groups.exited(pid)
@@ -506,7 +506,7 @@ class PoolManager:
             lived = self.system.monotonic() - child.started
             line = "[pool %s] child %d exited %s after %.6f seconds from start" % (
                 self.name, pid, how, lived)
-            if self.state != RUNNING:
+            if self.state != State.RUNNING:
                 self.log.debug(line)
                 continue
             (self.log.warning if bad else self.log.notice)(line)
@@ -524,10 +524,10 @@ class PoolManager:
         """[global] process.max, over every pool (php-fpm); logged at most
         every 10 s, and not while retirees about to exit hold the room (their
         replacements are forked as they are reaped)."""
-        cap = self.inherited.process_max
-        if not cap or self.inherited.processes is None:
+        cap = self.ctx.process_max
+        if not cap or self.ctx.processes is None:
             return True
-        total = self.inherited.processes.total()
+        total = self.ctx.processes.total()
         if total < cap:
             return True
         now = self.system.monotonic()
@@ -541,25 +541,25 @@ class PoolManager:
         return False
 
     def count_processes(self) -> None:
-        if self.inherited.processes is not None:
-            self.inherited.processes.set(self.inherited.cell, len(self.children))
+        if self.ctx.processes is not None:
+            self.ctx.processes.set(self.ctx.cell, len(self.children))
 
     def report_crash(self) -> None:
         """Tell the master, which counts them for emergency_restart_threshold."""
         try:
-            os.write(self.inherited.report_fd, b"S")
+            os.write(self.ctx.report_fd, b"S")
         except OSError:
             pass
 
-    def stop(self, how: str) -> None:
+    def stop(self, how: State) -> None:
         """FINISHING: QUIT, workers end their request (process_control_timeout
         bounds the wait when set; 0 waits as long as requests run). TERMINATING:
         TERM now, KILL a second later. TERMINATING overrides FINISHING."""
-        if self.state == how or self.state == TERMINATING:
+        if self.state == how or self.state == State.TERMINATING:
             return
         self.state = how
-        timeout = self.inherited.control_timeout
-        self.ladder.start(how == FINISHING, timeout if timeout > 0 else None)
+        timeout = self.ctx.control_timeout
+        self.ladder.start(how == State.FINISHING, timeout if timeout > 0 else None)
 
     def escalate(self) -> None:
         self.ladder.escalate(bool(self.children))
@@ -576,7 +576,7 @@ class PoolManager:
         """The pool stops: end what the app left in its workers' process
         groups, and name whatever still holds the listening socket."""
         self.groups.end(KILL_AFTER_TERM / 2)
-        holders = workergroups.socket_holders(self.listener.sock, self.inherited.master_pid)
+        holders = workergroups.socket_holders(self.listener.sock, self.ctx.master_pid)
         if holders:
             self.log.warning("[pool %s] processes the app started outside its workers' "
                              "process groups still hold the listening socket %s: %s; it "
@@ -619,15 +619,15 @@ def _one_line(error: BaseException) -> str:
     return "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
 
 
-def manager_main(inherited: Inherited, system: System) -> None:
+def manager_main(ctx: ManagerContext) -> None:
     """Entry point of a forked pool manager; never returns into the master's code."""
     code = 1
     try:
-        code = PoolManager(inherited, system).run()
+        code = PoolManager(ctx).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
-        inherited.log.alert("[pool %s] manager crashed: %s" % (
-            inherited.pool.name, traceback.format_exc().replace("\n", " | ")))
+        ctx.log.alert("[pool %s] manager crashed: %s" % (
+            ctx.pool.name, traceback.format_exc().replace("\n", " | ")))
     finally:
         os._exit(code)

@@ -105,7 +105,7 @@ class StatusDesk:
             self.counts = handoff.HandoffCounts(manager.board.nslots)
         self.held: dict[int, Held] = {}
         self.waiting_handoff: list[Held] = []
-        self.status_listener = manager.inherited.status_listener
+        self.status_listener = manager.ctx.status_listener
         if self.status_listener is not None:
             self.status_listener.sock.setblocking(False)
             manager.watch(self.status_listener.fileno(), self.on_status_listen)

@@ -8,8 +8,17 @@ fast (TERM, INT): SIGTERM, then SIGKILL a step later, repeated.
 
 from __future__ import annotations
 
+import enum
 import signal
 from typing import Callable
+
+
+class State(enum.Enum):
+    """What a master or a pool manager does: serve, or stop one of two ways."""
+
+    RUNNING = "running"
+    FINISHING = "finishing"         # QUIT: the requests in flight finish
+    TERMINATING = "terminating"     # TERM, INT: now; overrides FINISHING
 
 
 class StopLadder:
