@@ -18,7 +18,7 @@ from .generation import Generation, PoolReadiness
 from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
-from .pool import scoreboard_slots
+from .pool import manager_restart, scoreboard_slots
 from .poolmanager import ManagerContext, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
@@ -29,7 +29,6 @@ from .systemd import Notifier
 EX_SOFTWARE, EX_CONFIG = 70, 78
 STILL_WAITING = 30.0     # a new generation not serving after this long is logged (once)
 MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
-MAX_BACKOFF = 30.0
 
 
 class InitError(Exception):
@@ -744,9 +743,7 @@ class Master:
     def schedule_restart(self, manager: Manager, pid: int, how: str) -> None:
         name = manager.pool.name
         lived = self.system.monotonic() - manager.started
-        failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
-        self.failures[name] = failures
-        pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+        self.failures[name], pause = manager_restart(self.failures.get(name, 0), lived)
         self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
                          "restarting it%s" % (name, pid, how, lived,
                                               " in %.1f s" % pause if pause else ""))

@@ -38,7 +38,9 @@ Where pfm departs from php-fpm (fpm_process_ctl.c), and why:
   and for a replacement of each (`scoreboard_slots`), so retirees that
   are not reaped yet can never keep their replacements from being forked.
 * Failed forks back off (`Backoff`), and their log lines are rate-limited
-  with a count of the ones left out (`Throttle`).
+  with a count of the ones left out (`Throttle`). A worker whose app fails
+  to start and a pool manager that keeps exiting back off by the same
+  doubling (`doubling`, `manager_restart`).
 * Both warnings are rate-limited to one per WARN_INTERVAL. "reached
   max_children" stays latched per episode as in php-fpm (re-armed by the
   next spawn), and the `max children reached` counter still counts every
@@ -60,6 +62,8 @@ TICK_SLACK = 0.002    # a wakeup this close to the tick counts as on time (timer
 WARN_INTERVAL = 10.0  # at most one "seems busy" / "reached max_children" line per this long
 BUSY_RATE = 8         # php-fpm logs "seems busy" once the spawn rate reaches 8
 DEFAULT_MAX_SPAWN_RATE = 32
+MAX_BACKOFF = 30.0    # cap on the pause between restarts of a failing app or pool manager
+STABLE_AFTER = 10.0   # a pool manager that lived this long was not failing
 
 
 @dataclass
@@ -132,6 +136,18 @@ def retirees(slots: Sequence[Any], announced: Collection[int]) -> List[int]:
     out = [pid for pid in announced if pid in live]
     seen = set(out)
     out += [s.pid for s in slots if s.pid and s.stage == RETIRING and s.pid not in seen]
+    return out
+
+
+def newly_retiring(announced: Sequence[int], live: Collection[int],
+                   retiring: Collection[int]) -> List[int]:
+    """The workers in `announced` (in the order they said they retire)
+    that are live and not known to retire yet, each once: the order in
+    which their replacements are owed."""
+    out: List[int] = []
+    for pid in announced:
+        if pid in live and pid not in retiring and pid not in out:
+            out.append(pid)
     return out
 
 
@@ -310,6 +326,21 @@ def _due(last: Optional[float], now: float) -> bool:
     return last is None or now - last >= WARN_INTERVAL
 
 
+def doubling(first: float, cap: float, failures: int) -> float:
+    """The pause after `failures` failures in a row: `first`, doubling
+    with each further one, up to `cap`."""
+    return min(cap, first * 2 ** min(failures - 1, 30))
+
+
+def manager_restart(failures: int, lived: float) -> Tuple[int, float]:
+    """A pool manager exited after `lived` seconds; `failures` of its
+    predecessors failed in a row before it. Returns the failures in a row
+    now and the pause before restarting it: none the first time, then 2 s
+    doubling up to MAX_BACKOFF while each lives less than STABLE_AFTER."""
+    failures = failures + 1 if lived < STABLE_AFTER else 1
+    return failures, 0.0 if failures <= 1 else doubling(1.0, MAX_BACKOFF, failures)
+
+
 class Backoff:
     """When forking may be tried again after failures: `first` seconds after
     the first, doubling with each failure in a row up to `cap`; a success
@@ -326,7 +357,7 @@ class Backoff:
     def failed(self, now: float) -> float:
         """Count a failure; returns the pause before the next try."""
         self.failures += 1
-        pause = min(self.cap, self.first * 2 ** min(self.failures - 1, 30))
+        pause = doubling(self.first, self.cap, self.failures)
         self.until = now + pause
         return pause
 

@@ -28,7 +28,6 @@ from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
-MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
 FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
 FORK_RETRY_MAX = 2.0       # up to this (the cause - nproc, memory, descriptors - may pass)
 LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it this long
@@ -92,7 +91,7 @@ class PoolManager:
         self.listen_armed_at: float | None = None
         self.state = State.RUNNING
         self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM, system)
-        self.boot_backoff = policy.Backoff(1.0, MAX_BACKOFF)     # the app fails to start
+        self.boot_backoff = policy.Backoff(1.0, policy.MAX_BACKOFF)   # the app fails to start
         self.fork_backoff = policy.Backoff(FORK_RETRY, FORK_RETRY_MAX)   # fork() fails
         self.fork_failures = policy.Throttle()
         self.process_max_warnings = policy.Throttle()
@@ -330,11 +329,9 @@ class PoolManager:
             data = os.read(self.retire_r, 4096)
         except OSError:
             return
-        new = False
-        for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size]):
-            if pid in self.children and pid not in self.retiring:
-                self.retiring.append(pid)
-                new = True
+        said = [pid for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size])]
+        new = policy.newly_retiring(said, self.children, self.retiring)
+        self.retiring += new
         if new and self.state == State.RUNNING:
             self.manage(self.system.monotonic())
 
