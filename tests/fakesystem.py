@@ -51,25 +51,30 @@ class FakeSystem:
         self.now = now
         self.next_pid = FIRST_PID
         self.forked: list[int] = []         # every fake child, in order
+        self.forked_at: dict[int, float] = {}
+        self.exited_at: dict[int, float] = {}
         self.alive: set[int] = set()
         self.exits: list[tuple[int, int]] = []    # (pid, wait status) not reaped yet
         self.sent: list[tuple[int, int]] = []     # (pid, signal), in order
+        self.sent_at: list[tuple[float, int, int]] = []   # (time, pid, signal)
         self.sigpipes: list[FakeSignalPipe] = []
         self.waits: list[float] = []        # the timeouts the loop waited with
 
     # ---- what the test does -------------------------------------------------
 
     def advance(self, seconds: float) -> None:
-        self.now = round(self.now + seconds, 9)
+        self.now += seconds
 
     def exit(self, pid: int, code: int = 0) -> None:
         """The child `pid` exits with `code`."""
         self.alive.discard(pid)
+        self.exited_at[pid] = self.now
         self.exits.append((pid, code << 8))
 
     def kill_by(self, pid: int, sig: int) -> None:
         """The child `pid` dies of signal `sig`."""
         self.alive.discard(pid)
+        self.exited_at[pid] = self.now
         self.exits.append((pid, sig))
 
     def deliver(self, sig: int) -> None:
@@ -78,6 +83,15 @@ class FakeSystem:
 
     def signals_to(self, pid: int) -> list[int]:
         return [sig for p, sig in self.sent if p == pid]
+
+    def run(self, loop, until, turns: int = 1000) -> None:
+        """Turn `loop` (a Master or a PoolManager) as its run() would,
+        until `until()` is true; fails if it never gets there."""
+        for _ in range(turns):
+            if until():
+                return
+            loop.step(loop.timeout())
+        raise AssertionError("not reached in %d turns (clock at %.3f)" % (turns, self.now))
 
     def close(self) -> None:
         for pipe in self.sigpipes:
@@ -89,11 +103,13 @@ class FakeSystem:
         pid = self.next_pid
         self.next_pid += 1
         self.forked.append(pid)
+        self.forked_at[pid] = self.now
         self.alive.add(pid)
         return pid
 
     def kill(self, pid: int, sig: int) -> None:
         self.sent.append((pid, sig))
+        self.sent_at.append((self.now, pid, sig))
 
     def reaped(self):
         while self.exits:
