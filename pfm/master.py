@@ -168,8 +168,8 @@ class Master:
         opens is closed again if something else fails. Raises InitError."""
         fresh = []
         try:
-            listeners = self.bind_pools(config.pools, existing, fresh)
-            status_listeners = self.bind_status(config.pools, existing, fresh)
+            listeners = bind_listeners(config.pools, "listen", existing, fresh)
+            status_listeners = bind_listeners(config.pools, "pm.status_listen", existing, fresh)
             files = self.open_files(config.pools)
         except InitError:
             for listener in fresh:
@@ -177,27 +177,6 @@ class Master:
             raise
         return Generation(number, config, listeners, status_listeners, files,
                           started=self.system.monotonic())
-
-    @staticmethod
-    def bind_status(pools, existing: list, fresh: list) -> dict:
-        """pm.status_listen sockets, served by the pool managers themselves."""
-        from .config import parse_listen
-        by_address = {listener.address: listener for listener in [*existing, *fresh]}
-        result = {}
-        for pool in pools:
-            if not pool.pm_status_listen:
-                continue
-            listener = by_address.get(pool.pm_status_listen)
-            if listener is None:
-                try:
-                    listener = sockets.bind(parse_listen(pool.pm_status_listen),
-                                            pool.listen_backlog, pool.listen_mode,
-                                            pool.listen_owner, pool.listen_group)
-                except (sockets.SocketError, ValueError, OSError) as e:
-                    raise InitError("[pool %s] pm.status_listen: %s" % (pool.name, e)) from None
-                fresh.append(listener)
-            result[pool.name] = listener
-        return result
 
     @staticmethod
     def open_files(pools) -> dict:
@@ -212,29 +191,6 @@ class Master:
                 raise InitError("[pool %s] unable to open log file '%s': %s"
                                 % (pool.name, e.filename, e.strerror)) from None
         return files
-
-    @staticmethod
-    def bind_pools(pools, existing: list, fresh: list) -> dict:
-        """A socket for every pool: the one already open for the same address
-        (a reload keeps it, so no connection is refused), or a new one, which
-        is added to `fresh`."""
-        from .config import parse_listen
-        by_address = {listener.address: listener for listener in [*existing, *fresh]}
-        result = {}
-        for pool in pools:
-            listener = by_address.get(pool.listen)
-            if listener is None:
-                try:
-                    listener = sockets.bind(parse_listen(pool.listen), pool.listen_backlog,
-                                            pool.listen_mode, pool.listen_owner,
-                                            pool.listen_group, pool.listen_acl_users,
-                                            pool.listen_acl_groups)
-                except (sockets.SocketError, ValueError, OSError) as e:
-                    raise InitError("[pool %s] %s" % (pool.name, e)) from None
-                fresh.append(listener)
-                by_address[pool.listen] = listener
-            result[pool.name] = listener
-        return result
 
     def detach(self) -> None:
         """Fork to the background; the parent exits with the child's start status."""
@@ -788,6 +744,37 @@ class Master:
                 os.unlink(self.pidfile)
             except OSError:
                 pass
+
+
+def bind_listeners(pools, directive: str, existing: list, fresh: list) -> dict:
+    """Pool name -> a socket for its `directive`: "listen", or
+    "pm.status_listen" (served by the pool manager itself; a pool without
+    it is left out). The socket already open for the same address is kept
+    (a reload keeps it, so no connection is refused); a new one is added
+    to `fresh`. Raises InitError naming the pool."""
+    from .config import parse_listen
+    by_address = {listener.address: listener for listener in [*existing, *fresh]}
+    result = {}
+    for pool in pools:
+        address = pool.listen if directive == "listen" else pool.pm_status_listen
+        if not address:
+            continue
+        listener = by_address.get(address)
+        if listener is None:
+            # ACL entries are listen's only: the status socket keeps owner and group.
+            acl = (pool.listen_acl_users, pool.listen_acl_groups) \
+                if directive == "listen" else ()
+            try:
+                listener = sockets.bind(parse_listen(address), pool.listen_backlog,
+                                        pool.listen_mode, pool.listen_owner, pool.listen_group,
+                                        *acl)
+            except (sockets.SocketError, ValueError, OSError) as e:
+                where = "" if directive == "listen" else directive + ": "
+                raise InitError("[pool %s] %s%s" % (pool.name, where, e)) from None
+            fresh.append(listener)
+            by_address[address] = listener
+        result[pool.name] = listener
+    return result
 
 
 def build_master(config, foreground: bool | None = None, force_stderr: bool = False,

@@ -15,11 +15,11 @@ import select
 import signal
 import socket
 import struct
-import traceback
 from dataclasses import dataclass
 
 from . import listenqueue, logfiles, procutil, signals, workergroups
 from . import pool as policy
+from .log import ALERT
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
 from .stopladder import State, StopLadder
@@ -189,10 +189,8 @@ class PoolManager:
             try:
                 self.app = load(self.pool.app_module, self.pool.app_callable)
             except BaseException as e:
-                self.log.error("[pool %s] unable to preload app '%s:%s'" % (
-                    self.name, self.pool.app_module, self.pool.app_callable))
-                for line in traceback.format_exc().rstrip("\n").split("\n"):
-                    self.log.error("[pool %s] %s" % (self.name, line))
+                self.log.exception("[pool %s]" % self.name, "unable to preload app '%s:%s'"
+                                   % (self.pool.app_module, self.pool.app_callable))
                 self.boot_failed("unable to preload app '%s': %s" % (
                     self.pool.app, _one_line(e)), logged=True)
             import gc
@@ -435,8 +433,8 @@ class PoolManager:
             try:
                 self.in_child(pipes)
             except BaseException:
-                self.log.alert("[pool %s] child %d failed to start: %s" % (
-                    self.name, os.getpid(), traceback.format_exc().replace("\n", " | ")))
+                self.log.exception("[pool %s] child %d:" % (self.name, self.system.getpid()),
+                                   "failed to start", level=ALERT)
                 os._exit(procutil.EXIT_BOOT_FAILED)
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers,
@@ -624,7 +622,6 @@ def manager_main(ctx: ManagerContext) -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
-        ctx.log.alert("[pool %s] manager crashed: %s" % (
-            ctx.pool.name, traceback.format_exc().replace("\n", " | ")))
+        ctx.log.exception("[pool %s]" % ctx.pool.name, "manager crashed", level=ALERT)
     finally:
         os._exit(code)

@@ -75,6 +75,18 @@ class Rig:
     def run(self, until, turns: int = 1000) -> None:
         self.system.run(self.master, until, turns)
 
+    def reload(self, sig: int) -> int:
+        """Send `sig` and turn until the reload forked its pool manager; its pid."""
+        forks = len(self.system.forked)
+        self.system.deliver(sig)
+        self.run(lambda: len(self.system.forked) > forks)
+        assert self.master.next is not None
+        return self.system.forked[-1]
+
+    def turns(self, count: int) -> None:
+        for _ in range(count):
+            self.master.step(self.master.timeout())
+
     def replacement(self, pid: int) -> int:
         """Turn the loop until the manager `pid` is replaced; the new one."""
         self.run(lambda: pid not in self.master.managers and self.master.managers)
@@ -183,28 +195,21 @@ def test_a_config_error_at_reload_keeps_the_running_pools(rig):
 def test_a_reload_whose_manager_exits_before_serving_fails_and_the_old_one_serves_on(rig):
     r = rig()
     (old,) = r.managers()
-    r.system.deliver(signal.SIGHUP)
-    r.run(lambda: len(r.system.forked) == 2)
-    new = r.system.forked[-1]
-    assert r.master.next is not None
+    new = r.reload(signal.SIGHUP)
     r.system.exit(new, EXIT_BOOT_FAILED)
     r.run(lambda: r.master.next is None)
     assert "reload failed: [pool www] its manager exited with code %d before the pool " \
            "served; the running pools keep serving" % EXIT_BOOT_FAILED in r.log()
     assert r.system.signals_to(old) == [] and r.managers() == [old]
-    for _ in range(5):
-        r.master.step(r.master.timeout())
+    r.turns(5)
     assert r.system.forked == [old, new]        # the failed one is not restarted
 
 
 def test_a_reload_commits_once_the_new_pool_serves_and_the_old_manager_finishes(rig):
     r = rig()
     (old,) = r.managers()
-    r.system.deliver(signal.SIGUSR2)
-    r.run(lambda: len(r.system.forked) == 2)
-    new = r.system.forked[-1]
-    for _ in range(3):
-        r.master.step(r.master.timeout())
+    new = r.reload(signal.SIGUSR2)
+    r.turns(3)
     assert r.system.signals_to(old) == []       # not before the new pool serves
     serving(r.master, new)
     r.run(lambda: r.master.next is None)
