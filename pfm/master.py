@@ -19,7 +19,7 @@ from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
 from .pool import manager_restart, scoreboard_slots
-from .poolmanager import ManagerContext, manager_main
+from .poolmanager import BOOTED, FAILED, REOPEN, ManagerContext, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
 from .stopladder import State, StopLadder
@@ -495,9 +495,9 @@ class Master:
                 self.unwatch_control(manager)
                 return
             kind, _, text = message.partition(b"\n")
-            if kind == b"booted":
+            if kind == BOOTED:
                 manager.booted = True
-            elif kind == b"failed":
+            elif kind == FAILED:
                 self.note_failure(manager, text.decode("utf-8", "replace"))
 
     def note_failure(self, manager: Manager, reason: str) -> None:
@@ -591,7 +591,7 @@ class Master:
             if files is None:
                 continue
             try:
-                logfiles.send_fds(manager.control, b"reopen", files.targets(error_fd))
+                logfiles.send_fds(manager.control, REOPEN, files.targets(error_fd))
             except OSError:
                 pass
 

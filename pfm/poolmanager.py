@@ -27,6 +27,9 @@ from .system import System
 from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
+# What a pool manager tells the master on their socket pair (b"failed\nREASON"),
+# and what the master sends it with the new log descriptors (USR1).
+BOOTED, FAILED, REOPEN = b"booted", b"failed", b"reopen"
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
 FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
 FORK_RETRY_MAX = 2.0       # up to this (the cause - nproc, memory, descriptors - may pass)
@@ -126,7 +129,7 @@ class PoolManager:
         # stop with the workers' requests cut (armed after setuid, which clears it).
         self.sigpipe.reinstall()
         procutil.die_with_parent(signal.SIGTERM, self.ctx.master_pid)
-        self.tell_master(b"booted")
+        self.tell_master(BOOTED)
 
     def open_loop(self) -> None:
         """The loop's descriptors and helpers, and the first workers. (The
@@ -200,12 +203,13 @@ class PoolManager:
     def boot_failed(self, reason: str, logged: bool = False) -> None:
         if not logged:
             self.log.error("[pool %s] %s" % (self.name, reason))
-        self.tell_master(b"failed\n" + reason.encode("utf-8", "replace"))
+        self.tell_master(FAILED, reason)
         os._exit(procutil.EXIT_BOOT_FAILED)
 
-    def tell_master(self, message: bytes) -> None:
-        """b"booted", or b"failed\nREASON": how a reload learns whether the
-        new generation can serve (master.py)."""
+    def tell_master(self, kind: bytes, reason: str = "") -> None:
+        """BOOTED, or FAILED with the reason: how a reload learns whether
+        the new generation can serve (master.py)."""
+        message = kind + b"\n" + reason.encode("utf-8", "replace") if reason else kind
         try:
             self.control.send(message[:4096], socket.MSG_DONTWAIT)
         except OSError:
@@ -232,8 +236,7 @@ class PoolManager:
                 self.log.error("[pool %s] child %d failed to initialize: the same error again "
                                "(%s), %d time(s) since it was logged in full" % (
                                    self.name, pid, summary, self.boot_error_repeats))
-            self.tell_master(("failed\nchild %d failed to initialize: %s"
-                              % (pid, summary)).encode("utf-8", "replace"))
+            self.tell_master(FAILED, "child %d failed to initialize: %s" % (pid, summary))
 
     # ---- the loop ----------------------------------------------------------
 
@@ -299,7 +302,7 @@ class PoolManager:
             message, fds = logfiles.recv_fds(self.control)
         except OSError:
             return
-        if message == b"reopen":
+        if message == REOPEN:
             error_fd = self.log.fd if self.log.path else -1
             logfiles.install(fds, self.files.targets(error_fd))
             self.kill_all(signal.SIGQUIT)
