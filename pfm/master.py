@@ -257,7 +257,6 @@ class Master:
 
     def timeout(self) -> float:
         """How long the next turn may wait: until the next thing due."""
-
         now = self.system.monotonic()
         timeout = 1.0
         if self.next_notify is not None:

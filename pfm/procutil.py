@@ -6,7 +6,14 @@ import ctypes
 import os
 import signal
 
-from setproctitle import setproctitle
+try:
+    from setproctitle import setproctitle
+except ImportError:
+    # A dependency of the installed package, but pfm's source tree run by
+    # an interpreter without it still serves, untitled: docs/django.md's
+    # pool run by Debian's python3 (tests/test_recipes.py) relies on that.
+    def setproctitle(title: str) -> None:
+        pass
 
 _PR_SET_PDEATHSIG = 1
 _libc = None
