@@ -505,10 +505,7 @@ class Master:
             gen.failure = "[pool %s] %s" % (manager.pool.name, reason)
 
     def unwatch_control(self, manager: Manager) -> None:
-        try:
-            self.poller.unwatch(manager.control.fileno())
-        except OSError:
-            pass        # closed already
+        self.poller.unwatch(manager.control.fileno())   # -1 once closed: nothing to do
 
     # ---- systemd -------------------------------------------------------------
 
