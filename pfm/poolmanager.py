@@ -87,7 +87,8 @@ class PoolManager:
         self.children: dict[int, Child] = {}
         self.told_to_stop: set[int] = set()  # pids the policy asked to stop (SIGQUIT)
         self.retiring: list[int] = []        # said they reached pm.max_requests/max_memory
-        self.groups = workergroups.Groups()  # the workers' process groups (the app's children)
+        # The workers' process groups: what the app forks stays in them.
+        self.groups = workergroups.Groups(system)
         self.policy = policy.PolicyState()
         self.next_check = 0.0
         self.listen_woke = False

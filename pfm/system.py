@@ -60,6 +60,14 @@ class System:
         """Signal `pid`; one that is gone already is not an error."""
         signals.send(pid, sig)
 
+    def killpg(self, pgid: int, sig: int) -> None:
+        """Signal a process group; one that is empty, or not ours to
+        signal, is not an error."""
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+
     def reaped(self) -> Iterator[tuple[int, int]]:
         """(pid, wait status) of every child that has exited, without blocking."""
         while True:
@@ -86,6 +94,9 @@ class System:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def time(self) -> float:
         return time.time()

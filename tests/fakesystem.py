@@ -111,6 +111,13 @@ class FakeSystem:
         self.sent.append((pid, sig))
         self.sent_at.append((self.now, pid, sig))
 
+    def killpg(self, pgid: int, sig: int) -> None:
+        """Recorded as kill(2) writes it: the group as a negative pid."""
+        self.kill(-pgid, sig)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
     def reaped(self):
         while self.exits:
             yield self.exits.pop(0)

@@ -137,6 +137,8 @@ def test_sigterm_sends_term_then_kill_a_second_later_until_the_workers_are_gone(
         (0.0, signal.SIGTERM), (KILL_AFTER_TERM, signal.SIGKILL),
         (2 * KILL_AFTER_TERM, signal.SIGKILL)]
     assert r.system.signals_to(second) == r.system.signals_to(first)
+    # ...and to their process groups, so what the app forked stops with them
+    assert r.system.signals_to(-first) == r.system.signals_to(first)
     r.system.exit(first, 0)
     assert r.manager.step(0) is False
     r.system.kill_by(second, signal.SIGKILL)
@@ -153,6 +155,7 @@ def test_sigquit_waits_for_the_requests_without_process_control_timeout(rig):
         r.system.advance(360.0)
         r.manager.step(0)
     assert r.system.signals_to(first) == [signal.SIGQUIT]
+    assert r.system.signals_to(-first) == []    # the request may use what the app forked
 
 
 def test_sigquit_escalates_after_process_control_timeout(rig):
@@ -169,7 +172,8 @@ def test_a_master_gone_stops_the_pool_at_once(rig):
     r = rig()
     os.close(r.lifeline_w)
     r.manager.step(0)
-    assert [sig for _pid, sig in r.system.sent] == [signal.SIGTERM, signal.SIGTERM]
+    assert sorted(r.system.sent) == sorted((who, signal.SIGTERM) for pid in r.workers()
+                                           for who in (pid, -pid))     # worker and group
 
 
 def test_retirees_are_replaced_in_the_order_they_said_so(rig):
