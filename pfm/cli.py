@@ -113,21 +113,26 @@ def main(argv: list[str] | None = None) -> int:
             return config_failed(failures)
 
     if args.test:
-        for warning in config.warnings:
-            stderr_line(WARNING, warning)
-        if args.test > 1:
-            for line in cfg.dump(config):
-                stderr_line(NOTICE, line)
-        stderr_line(NOTICE, "configuration file %s test is successful"
-                    % (config.path or "(built-in)"))
-        return 0
+        return test_passed(config, args.test, cfg)
 
-    from .master import Master
+    from .master import build_master
     foreground = True if args.nodaemonize else False if args.daemonize else None
     if config.path is None:
         foreground = not args.daemonize
-    return Master(config, foreground=foreground, force_stderr=args.force_stderr,
-                  pidfile=args.pid).run()
+    return build_master(config, foreground=foreground, force_stderr=args.force_stderr,
+                        pidfile=args.pid).run()
+
+
+def test_passed(config, times: int, cfg) -> int:
+    """`pfm -t` once the configuration and the apps passed: the warnings,
+    the whole configuration with -tt, and php-fpm's closing line."""
+    for warning in config.warnings:
+        stderr_line(WARNING, warning)
+    if times > 1:
+        for line in cfg.dump(config):
+            stderr_line(NOTICE, line)
+    stderr_line(NOTICE, "configuration file %s test is successful" % (config.path or "(built-in)"))
+    return 0
 
 
 def config_failed(errors) -> int:

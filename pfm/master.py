@@ -8,32 +8,27 @@ no application bug can reach it.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import sys
-import time
 
-from . import generation, handoff, logfiles, procutil, reexec, signals, sockets
+from . import generation, handoff, logfiles, procutil, reexec, sockets
 from .appcheck import AppCheck
 from .generation import Generation, PoolReadiness
 from .isolation import IsolationError, apply_limits
 from .log import Log
 from .logfiles import PoolFiles
-from .pool import scoreboard_slots
-from .poolmanager import Inherited, manager_main
+from .pool import manager_restart, scoreboard_slots
+from .poolmanager import BOOTED, FAILED, REOPEN, ManagerContext, manager_main
 from .processmax import ProcessTable
 from .scoreboard import Scoreboard, counts
-from .signals import SignalPipe
-from .stopladder import StopLadder
+from .stopladder import State, StopLadder
+from .system import System
 from .systemd import Notifier
 
 EX_SOFTWARE, EX_CONFIG = 70, 78
-_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
-            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STILL_WAITING = 30.0     # a new generation not serving after this long is logged (once)
 MANAGER_GRACE = 3.0      # after managers were told to stop fast, SIGKILL them this much later
-MAX_BACKOFF = 30.0
 
 
 class InitError(Exception):
@@ -41,9 +36,11 @@ class InitError(Exception):
 
 
 class Manager:
+    """A pool manager, as the master knows it."""
+
     __slots__ = ("pid", "pool", "started", "generation", "control", "board", "cell", "booted")
 
-    def __init__(self, pid: int, pool, started: float, generation: int, control, board,
+    def __init__(self, pid: int, pool, *, started: float, generation: int, control, board,
                  cell: int):
         self.pid = pid
         self.pool = pool
@@ -56,14 +53,18 @@ class Manager:
 
 
 class Master:
-    def __init__(self, config, foreground: bool | None = None, force_stderr: bool = False,
-                 pidfile: str | None = None):
+    """Built by `build_master()`; a test builds one with a fake system
+    (tests/fakesystem.py) and turns its loop with `step()`."""
+
+    def __init__(self, config, log: Log, system: System, *, daemonize: bool = False,
+                 pidfile: str | None = None, inherited: reexec.InheritedState | None = None,
+                 notifier: Notifier | None = None, code: tuple = (), app_check=AppCheck):
+        self.system = system
         self.config = config        # the serving generation's configuration
-        g = config.global_
-        self.daemonize = g.daemonize if foreground is None else not foreground
-        self.pidfile = pidfile or g.pid
-        self.log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
-                       g.syslog_ident, g.syslog_facility)
+        self.log = log
+        self.daemonize = daemonize
+        self.pidfile = pidfile
+        self.app_check = app_check  # how a reload checks the apps (appcheck.py: children)
         self.current: Generation | None = None   # the generation serving
         self.next: Generation | None = None      # a reload's, until it serves or fails
         self.checking: AppCheck | None = None    # a reload's app check, before `next`
@@ -73,18 +74,24 @@ class Master:
         self.managers: dict[int, Manager] = {}
         self.restart_at: dict[str, float] = {}     # pool name -> when to restart its manager
         self.failures: dict[str, int] = {}
-        self.state = "running"
-        self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE)
+        self.state = State.RUNNING
+        self.ladder = StopLadder(self.signal_managers, MANAGER_GRACE, self.system)
         self.status_fd: int | None = None
-        self.notifier = Notifier()
-        self.inherited = reexec.Inherited()     # from a previous image of this master
-        self.code = reexec.fingerprint()        # pfm's code as this image loaded it
+        self.notifier = notifier or Notifier({})
+        self.inherited = inherited or reexec.InheritedState({})  # from a previous image of us
+        self.code = code    # pfm's code as this image loaded it (empty: never re-exec)
         self.next_notify: float | None = None
+        self.notify_interval = 0.0
         self.last_requests = 0
+        # The loop's own descriptors and tables, made by open_loop().
+        self.sigpipe = self.poller = self.processes = None
+        self.lifeline_r = self.lifeline_w = self.report_r = self.report_w = -1
+        self.crashes: list[float] = []      # when workers died of SIGSEGV/SIGBUS, lately
 
     # ---- start -------------------------------------------------------------
 
     def run(self) -> int:
+        """Start, then turn the loop until the last pool manager is gone."""
         if not self.log.to_stderr:
             self.log.also_stderr = True
         for warning in self.config.warnings:
@@ -97,11 +104,17 @@ class Master:
             self.log.error("pfm initialization failed")
             return EX_CONFIG
         try:
-            return self.start()
+            if not self.start():
+                return EX_CONFIG
+            while not self.step(self.timeout()):
+                pass
+            self.log.notice("exiting, bye-bye!")
+            return 0
         finally:
             self.cleanup()
 
-    def start(self) -> int:
+    def start(self) -> bool:
+        """Detach, write the pid file, fork the pool managers; False if that failed."""
         if self.daemonize and not self.inherited.daemonized:
             self.detach()
         try:
@@ -110,28 +123,31 @@ class Master:
             self.log.error("unable to write pid file '%s': %s" % (self.pidfile, e.strerror))
             self.log.error("pfm initialization failed")
             self.report_status(EX_CONFIG)
-            return EX_CONFIG
+            return False
         procutil.set_title("pfm: master process (%s)" % (self.config.path or "built-in demo"))
-        self.sigpipe = SignalPipe(_HANDLED)
-        # Old pool managers of a previous image watch this pipe: keep it.
-        self.lifeline_r, self.lifeline_w = self.inherited.lifeline or os.pipe2(os.O_CLOEXEC)
-        self.retiring = self.inherited.retiring
-        # process.max: a cell per live manager; reloads briefly double the managers.
-        self.processes = ProcessTable(4 * len(self.config.pools) + 16)
-        # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
-        self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.crashes: list[float] = []
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.sigpipe, selectors.EVENT_READ, self.on_signals)
-        self.selector.register(self.report_r, selectors.EVENT_READ, self.read_reports)
-        for pool in self.config.pools:
-            self.spawn_manager(self.current, pool)
-        self.log.notice("pfm is running, pid %d" % os.getpid())
+        self.open_loop()
+        self.log.notice("pfm is running, pid %d" % self.system.getpid())
         self.log.notice("ready to handle connections")
         self.log.also_stderr = False
         self.report_status(0)
         self.notify_ready()
-        return self.loop()
+        return True
+
+    def open_loop(self) -> None:
+        """The loop's descriptors and tables, and a pool manager per pool."""
+        self.sigpipe = self.system.signal_pipe()
+        # Old pool managers of a previous image watch this pipe: keep it.
+        self.lifeline_r, self.lifeline_w = self.inherited.lifeline or self.system.pipe()
+        self.retiring = self.inherited.retiring
+        # process.max: a cell per live manager; reloads briefly double the managers.
+        self.processes = ProcessTable(4 * len(self.config.pools) + 16)
+        # Managers write one byte here per worker that died of SIGSEGV/SIGBUS.
+        self.report_r, self.report_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.poller = self.system.poller()
+        self.poller.watch(self.sigpipe.fileno(), self.on_signals)
+        self.poller.watch(self.report_r, self.read_reports)
+        for pool in self.config.pools:
+            self.spawn_manager(self.current, pool)
 
     def open_sockets(self) -> None:
         inherited = [sockets.Listener(sock, address, address,
@@ -152,36 +168,15 @@ class Master:
         opens is closed again if something else fails. Raises InitError."""
         fresh = []
         try:
-            listeners = self.bind_pools(config.pools, existing, fresh)
-            status_listeners = self.bind_status(config.pools, existing, fresh)
+            listeners = bind_listeners(config.pools, "listen", existing, fresh)
+            status_listeners = bind_listeners(config.pools, "pm.status_listen", existing, fresh)
             files = self.open_files(config.pools)
         except InitError:
             for listener in fresh:
                 _close_listener(listener)
             raise
         return Generation(number, config, listeners, status_listeners, files,
-                          started=time.monotonic())
-
-    @staticmethod
-    def bind_status(pools, existing: list, fresh: list) -> dict:
-        """pm.status_listen sockets, served by the pool managers themselves."""
-        from .config import parse_listen
-        by_address = {listener.address: listener for listener in [*existing, *fresh]}
-        result = {}
-        for pool in pools:
-            if not pool.pm_status_listen:
-                continue
-            listener = by_address.get(pool.pm_status_listen)
-            if listener is None:
-                try:
-                    listener = sockets.bind(parse_listen(pool.pm_status_listen),
-                                            pool.listen_backlog, pool.listen_mode,
-                                            pool.listen_owner, pool.listen_group)
-                except (sockets.SocketError, ValueError, OSError) as e:
-                    raise InitError("[pool %s] pm.status_listen: %s" % (pool.name, e)) from None
-                fresh.append(listener)
-            result[pool.name] = listener
-        return result
+                          started=self.system.monotonic())
 
     @staticmethod
     def open_files(pools) -> dict:
@@ -196,29 +191,6 @@ class Master:
                 raise InitError("[pool %s] unable to open log file '%s': %s"
                                 % (pool.name, e.filename, e.strerror)) from None
         return files
-
-    @staticmethod
-    def bind_pools(pools, existing: list, fresh: list) -> dict:
-        """A socket for every pool: the one already open for the same address
-        (a reload keeps it, so no connection is refused), or a new one, which
-        is added to `fresh`."""
-        from .config import parse_listen
-        by_address = {listener.address: listener for listener in [*existing, *fresh]}
-        result = {}
-        for pool in pools:
-            listener = by_address.get(pool.listen)
-            if listener is None:
-                try:
-                    listener = sockets.bind(parse_listen(pool.listen), pool.listen_backlog,
-                                            pool.listen_mode, pool.listen_owner,
-                                            pool.listen_group, pool.listen_acl_users,
-                                            pool.listen_acl_groups)
-                except (sockets.SocketError, ValueError, OSError) as e:
-                    raise InitError("[pool %s] %s" % (pool.name, e)) from None
-                fresh.append(listener)
-                by_address[pool.listen] = listener
-            result[pool.name] = listener
-        return result
 
     def detach(self) -> None:
         """Fork to the background; the parent exits with the child's start status."""
@@ -262,28 +234,30 @@ class Master:
 
     # ---- the loop ----------------------------------------------------------
 
-    def loop(self) -> int:
-        while True:
-            for key, _ in self.selector.select(self._timeout()):
-                key.data(key.fd)
-            if self.checking is not None:
-                self.checking.expire(time.monotonic())
-                self.check_done()
-            self.reap()
-            if self.next_notify is not None and time.monotonic() >= self.next_notify:
-                self.notify_status()
-            if self.state == "running":
-                self.restart_managers()
-                self.advance_reload()
-                self.retire_previous_image()
-            else:
-                self.escalate()
-                if not self.managers:
-                    self.log.notice("exiting, bye-bye!")
-                    return 0
+    def step(self, timeout: float) -> bool:
+        """One turn: wait up to `timeout` for a descriptor, act on it, then
+        on what is due. True once stopping and no pool manager is left."""
+        for fd, _events in self.system.wait(self.poller, timeout):
+            handler = self.poller.handlers.get(fd)
+            if handler is not None:
+                handler(fd)
+        if self.checking is not None:
+            self.checking.expire(self.system.monotonic())
+            self.check_done()
+        self.reap()
+        if self.next_notify is not None and self.system.monotonic() >= self.next_notify:
+            self.notify_status()
+        if self.state == State.RUNNING:
+            self.restart_managers()
+            self.advance_reload()
+            self.retire_previous_image()
+            return False
+        self.escalate()
+        return not self.managers
 
-    def _timeout(self) -> float:
-        now = time.monotonic()
+    def timeout(self) -> float:
+        """How long the next turn may wait: until the next thing due."""
+        now = self.system.monotonic()
         timeout = 1.0
         if self.next_notify is not None:
             timeout = min(timeout, max(0.0, self.next_notify - now))
@@ -303,9 +277,9 @@ class Master:
 
     def on_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
-            self.stop("terminating")
+            self.stop(State.TERMINATING)
         elif sig == signal.SIGQUIT:
-            self.stop("finishing")
+            self.stop(State.FINISHING)
         elif sig == signal.SIGUSR1:
             self.reopen_logs()
         elif sig in (signal.SIGUSR2, signal.SIGHUP):  # HUP: as gunicorn and uWSGI reload
@@ -321,11 +295,11 @@ class Master:
         same listening sockets. The old generation retires once every new
         pool serves (advance_reload). A failure at any step is logged as a
         failed reload and the old generation goes on serving."""
-        if self.state != "running":
+        if self.state != State.RUNNING:
             return
         self.log.notice("Reloading in progress ...")
         self.notifier.send("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=Reloading"
-                           % (time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
+                           % (self.system.monotonic() * 1e6))
         self.cancel_check()
         from .config import ConfigError, load
         new = self.config
@@ -336,10 +310,10 @@ class Master:
                 self.log.error(str(e))
                 self.reload_failed("the configuration has an error", str(e))
                 return
-        self.checking = AppCheck(new, self.watch_check, self.selector.unregister)
+        self.checking = self.app_check(new, self.watch_check, self.poller.unwatch)
 
     def watch_check(self, fd: int) -> None:
-        self.selector.register(fd, selectors.EVENT_READ, lambda fd: self.checking.read(fd))
+        self.poller.watch(fd, lambda fd: self.checking.read(fd))
 
     def cancel_check(self) -> None:
         if self.checking is not None:
@@ -369,7 +343,7 @@ class Master:
         except (InitError, IsolationError) as e:
             self.reload_failed(str(e))
             return
-        if reexec.fingerprint() != self.code:
+        if self.code and reexec.fingerprint() != self.code:
             self.release(gen, keep=[self.current, self.next])
             self.reexec()
             return
@@ -405,7 +379,7 @@ class Master:
         elif state == generation.FAILED:
             self.abandon(gen, keep=[self.current])
             self.reload_failed(gen.failure)
-        elif not gen.warned and time.monotonic() - gen.started > STILL_WAITING:
+        elif not gen.warned and self.system.monotonic() - gen.started > STILL_WAITING:
             gen.warned = True
             self.log.warning("reload: pool(s) %s not serving yet after %d s; the old "
                              "generation keeps serving until they do" % (
@@ -426,7 +400,7 @@ class Master:
         old = self.current
         leaving = [pid for pid, m in self.managers.items() if m.generation == old.number]
         for pid in leaving:
-            _kill(pid, signal.SIGQUIT)
+            self.system.kill(pid, signal.SIGQUIT)
         self.release(old, keep=[gen])
         self.current, self.next, self.config = gen, None, gen.config
         self.restart_at.clear()
@@ -444,7 +418,7 @@ class Master:
         it that did start may already be serving requests."""
         for pid, m in self.managers.items():
             if m.generation == gen.number:
-                _kill(pid, signal.SIGQUIT)
+                self.system.kill(pid, signal.SIGQUIT)
         self.release(gen, keep=keep)
         if self.next is gen:
             self.next = None
@@ -465,7 +439,7 @@ class Master:
         if self.retiring and generation.outcome(self.readiness(self.current), None) \
                 == generation.READY:
             for pid in self.retiring:
-                _kill(pid, signal.SIGQUIT)
+                self.system.kill(pid, signal.SIGQUIT)
             self.log.notice("new pool generation is accepting; %d old pool manager(s) "
                             "finishing their requests" % len(self.retiring))
             self.retiring = []
@@ -491,10 +465,10 @@ class Master:
         g = self.config.global_
         if not (g.emergency_restart_threshold and g.emergency_restart_interval):
             return
-        now = time.monotonic()
+        now = self.system.monotonic()
         self.crashes.extend(now for byte in data if byte == ord("S"))
         self.crashes = [t for t in self.crashes if now - t <= g.emergency_restart_interval]
-        if self.state == "running" and len(self.crashes) >= g.emergency_restart_threshold:
+        if self.state == State.RUNNING and len(self.crashes) >= g.emergency_restart_threshold:
             self.log.warning("failed processes threshold (%d in %d sec) is reached, "
                              "initiating reload" % (g.emergency_restart_threshold,
                                                     g.emergency_restart_interval))
@@ -520,9 +494,9 @@ class Master:
                 self.unwatch_control(manager)
                 return
             kind, _, text = message.partition(b"\n")
-            if kind == b"booted":
+            if kind == BOOTED:
                 manager.booted = True
-            elif kind == b"failed":
+            elif kind == FAILED:
                 self.note_failure(manager, text.decode("utf-8", "replace"))
 
     def note_failure(self, manager: Manager, reason: str) -> None:
@@ -531,10 +505,7 @@ class Master:
             gen.failure = "[pool %s] %s" % (manager.pool.name, reason)
 
     def unwatch_control(self, manager: Manager) -> None:
-        try:
-            self.selector.unregister(manager.control)
-        except (KeyError, ValueError):
-            pass
+        self.poller.unwatch(manager.control.fileno())   # -1 once closed: nothing to do
 
     # ---- systemd -------------------------------------------------------------
 
@@ -544,7 +515,7 @@ class Master:
         if not self.notifier.enabled:
             return
         if not self.notifier.send("READY=1\nSTATUS=Ready to handle connections\nMAINPID=%d"
-                                  % os.getpid()):
+                                  % self.system.getpid()):
             self.log.warning("failed to notify start to systemd")
         interval = self.config.global_.systemd_interval
         if self.notifier.watchdog_interval > 0:
@@ -554,7 +525,7 @@ class Master:
             self.log.notice("systemd watchdog configured to %.3gsec" % (interval * 2))
         if interval and interval > 0:
             self.notify_interval = interval
-            self.next_notify = time.monotonic() + interval
+            self.next_notify = self.system.monotonic() + interval
             self.log.notice("systemd monitor interval set to %dms" % (interval * 1000))
         else:
             self.log.notice("systemd monitor disabled")
@@ -569,7 +540,7 @@ class Master:
                                   "Requests: %d, slow: %d, Traffic: %.3greq/sec"
                                   % (watchdog, active, idle, requests, slow, traffic)):
             self.log.notice("failed to notify status to systemd")
-        self.next_notify = time.monotonic() + self.notify_interval
+        self.next_notify = self.system.monotonic() + self.notify_interval
 
     def totals(self) -> tuple[int, int, int, int]:
         """(active, idle, requests, slow) over every pool's scoreboard."""
@@ -616,7 +587,7 @@ class Master:
             if files is None:
                 continue
             try:
-                logfiles.send_fds(manager.control, b"reopen", files.targets(error_fd))
+                logfiles.send_fds(manager.control, REOPEN, files.targets(error_fd))
             except OSError:
                 pass
 
@@ -630,7 +601,7 @@ class Master:
 
     def spawn_manager(self, gen: Generation, pool) -> None:
         listener = gen.listeners[pool.name]
-        master = os.getpid()
+        master = self.system.getpid()
         # A fresh scoreboard for every manager: a restarted one starts clean,
         # with room for a replacement of every recycled worker (pool.py).
         board = Scoreboard.create(scoreboard_slots(pool))
@@ -642,28 +613,32 @@ class Master:
         adoption = self.adoptions.get(listener.key)
         if adoption is None:
             adoption = self.adoptions[listener.key] = handoff.adoption_pair()
-        pid = signals.fork()
+        pid = self.system.fork()
         if pid == 0:
             ours.close()
             self.in_manager(gen, pool, adoption, board)
-            manager_main(Inherited(pool, listener, gen.files[pool.name], self.log, board,
-                                   self.lifeline_r, self.report_w, theirs, master,
-                                   gen.config.global_.process_control_timeout,
-                                   gen.status_listeners.get(pool.name),
-                                   self.processes, cell, gen.config.global_.process_max,
-                                   adoption))
+            g = gen.config.global_
+            manager_main(ManagerContext(
+                pool=pool, listener=listener, files=gen.files[pool.name], log=self.log,
+                board=board, system=self.system, lifeline_fd=self.lifeline_r,
+                report_fd=self.report_w, control=theirs, master_pid=master,
+                control_timeout=g.process_control_timeout,
+                status_listener=gen.status_listeners.get(pool.name),
+                processes=self.processes, cell=cell, process_max=g.process_max,
+                adoption=adoption))
         theirs.close()
         ours.setblocking(False)
-        manager = Manager(pid, pool, time.monotonic(), gen.number, ours, board, cell)
+        manager = Manager(pid, pool, started=self.system.monotonic(), generation=gen.number,
+                          control=ours, board=board, cell=cell)
         self.managers[pid] = manager
-        self.selector.register(ours, selectors.EVENT_READ, self.on_control(manager))
+        self.poller.watch(ours.fileno(), self.on_control(manager))
         gen.boards[pool.name] = board
         if gen is self.current:
             self.restart_at.pop(pool.name, None)
 
     def in_manager(self, gen: Generation, pool, adoption, board) -> None:
         """In a new pool manager: close what belongs to the master or to other pools."""
-        self.selector.close()
+        self.poller.close()
         self.sigpipe.close()
         os.close(self.lifeline_w)
         os.close(self.report_r)
@@ -691,7 +666,7 @@ class Master:
                 os.close(fd)        # the check's children are the master's, not ours
 
     def reap(self) -> None:
-        for pid, status in procutil.reaped():
+        for pid, status in self.system.reaped():
             manager = self.managers.pop(pid, None)
             if manager is None:
                 continue
@@ -701,7 +676,7 @@ class Master:
                 self.note_failure(manager, "its manager exited %s before the pool served"
                                   % how)
                 continue
-            if self.state != "running" or manager.generation != self.current.number:
+            if self.state != State.RUNNING or manager.generation != self.current.number:
                 self.log.debug("[pool %s] manager %d exited %s" % (manager.pool.name, pid, how))
                 continue
             self.schedule_restart(manager, pid, how)
@@ -719,28 +694,26 @@ class Master:
 
     def schedule_restart(self, manager: Manager, pid: int, how: str) -> None:
         name = manager.pool.name
-        lived = time.monotonic() - manager.started
-        failures = self.failures.get(name, 0) + 1 if lived < 10 else 1
-        self.failures[name] = failures
-        pause = 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+        lived = self.system.monotonic() - manager.started
+        self.failures[name], pause = manager_restart(self.failures.get(name, 0), lived)
         self.log.warning("[pool %s] manager %d exited %s after %.6f seconds from start, "
                          "restarting it%s" % (name, pid, how, lived,
                                               " in %.1f s" % pause if pause else ""))
-        self.restart_at[name] = time.monotonic() + pause
+        self.restart_at[name] = self.system.monotonic() + pause
 
     def restart_managers(self) -> None:
-        now = time.monotonic()
+        now = self.system.monotonic()
         for pool in self.config.pools:
             when = self.restart_at.get(pool.name)
             if when is not None and now >= when:
                 self.spawn_manager(self.current, pool)
 
-    def stop(self, how: str) -> None:
+    def stop(self, how: State) -> None:
         """finishing (QUIT): managers let requests finish. terminating (TERM,
         INT): managers kill their workers now. Terminating overrides finishing."""
-        if self.state == how or self.state == "terminating":
+        if self.state == how or self.state == State.TERMINATING:
             return
-        self.log.notice("Finishing ..." if how == "finishing" else "Terminating ...")
+        self.log.notice("Finishing ..." if how == State.FINISHING else "Terminating ...")
         self.notifier.send("STOPPING=1")
         self.state = how
         self.restart_at.clear()
@@ -748,14 +721,14 @@ class Master:
         # The managers escalate over their workers themselves (process_control_
         # timeout); the master only steps in a little later, for stuck managers.
         timeout = self.config.global_.process_control_timeout
-        self.ladder.start(how == "finishing", timeout + MANAGER_GRACE if timeout > 0 else None)
+        self.ladder.start(how == State.FINISHING, timeout + MANAGER_GRACE if timeout > 0 else None)
 
     def escalate(self) -> None:
         self.ladder.escalate(bool(self.managers))
 
     def signal_managers(self, sig: int) -> None:
         for pid in list(self.managers):
-            _kill(pid, sig)
+            self.system.kill(pid, sig)
 
     def cleanup(self) -> None:
         for gen in filter(None, (self.current, self.next)):
@@ -769,11 +742,49 @@ class Master:
                 pass
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+def bind_listeners(pools, directive: str, existing: list, fresh: list) -> dict:
+    """Pool name -> a socket for its `directive`: "listen", or
+    "pm.status_listen" (served by the pool manager itself; a pool without
+    it is left out). The socket already open for the same address is kept
+    (a reload keeps it, so no connection is refused); a new one is added
+    to `fresh`. Raises InitError naming the pool."""
+    from .config import parse_listen
+    by_address = {listener.address: listener for listener in [*existing, *fresh]}
+    result = {}
+    for pool in pools:
+        address = pool.listen if directive == "listen" else pool.pm_status_listen
+        if not address:
+            continue
+        listener = by_address.get(address)
+        if listener is None:
+            # ACL entries are listen's only: the status socket keeps owner and group.
+            acl = (pool.listen_acl_users, pool.listen_acl_groups) \
+                if directive == "listen" else ()
+            try:
+                listener = sockets.bind(parse_listen(address), pool.listen_backlog,
+                                        pool.listen_mode, pool.listen_owner, pool.listen_group,
+                                        *acl)
+            except (sockets.SocketError, ValueError, OSError) as e:
+                where = "" if directive == "listen" else directive + ": "
+                raise InitError("[pool %s] %s%s" % (pool.name, where, e)) from None
+            fresh.append(listener)
+            by_address[address] = listener
+        result[pool.name] = listener
+    return result
+
+
+def build_master(config, foreground: bool | None = None, force_stderr: bool = False,
+                 pidfile: str | None = None) -> Master:
+    """The master as `pfm` runs it: it opens the error log, takes what a
+    previous image of it and systemd left in the environment, and notes
+    pfm's code on disk (a later change of it makes a reload re-exec)."""
+    g = config.global_
+    log = Log(None if force_stderr else g.error_log, g.log_level, g.log_limit,
+              g.syslog_ident, g.syslog_facility)
+    return Master(config, log, System(),
+                  daemonize=g.daemonize if foreground is None else not foreground,
+                  pidfile=pidfile or g.pid, inherited=reexec.InheritedState(),
+                  notifier=Notifier(), code=reexec.fingerprint())
 
 
 def _close_listener(listener) -> None:

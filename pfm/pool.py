@@ -9,7 +9,7 @@ applies the decision; tests drive it with a simulated clock.
 Use: fork `initial(cfg)` workers at start, then call `decide()` after every
 wakeup (signal, reap, listening socket readable) and at `next_check` at the
 latest, fork `spawn` workers, send SIGQUIT to each pid in `stop` and keep it
-in `stopping` until it is reaped (escalating as php-fpm does is the
+in `told_to_stop` until it is reaped (escalating as php-fpm does is the
 manager's job), write `logs`, and bump the scoreboard's counter when
 `max_children_reached`.
 
@@ -38,7 +38,9 @@ Where pfm departs from php-fpm (fpm_process_ctl.c), and why:
   and for a replacement of each (`scoreboard_slots`), so retirees that
   are not reaped yet can never keep their replacements from being forked.
 * Failed forks back off (`Backoff`), and their log lines are rate-limited
-  with a count of the ones left out (`Throttle`).
+  with a count of the ones left out (`Throttle`). A worker whose app fails
+  to start and a pool manager that keeps exiting back off by the same
+  doubling (`doubling`, `manager_restart`).
 * Both warnings are rate-limited to one per WARN_INTERVAL. "reached
   max_children" stays latched per episode as in php-fpm (re-armed by the
   next spawn), and the `max children reached` counter still counts every
@@ -60,6 +62,8 @@ TICK_SLACK = 0.002    # a wakeup this close to the tick counts as on time (timer
 WARN_INTERVAL = 10.0  # at most one "seems busy" / "reached max_children" line per this long
 BUSY_RATE = 8         # php-fpm logs "seems busy" once the spawn rate reaches 8
 DEFAULT_MAX_SPAWN_RATE = 32
+MAX_BACKOFF = 30.0    # cap on the pause between restarts of a failing app or pool manager
+STABLE_AFTER = 10.0   # a pool manager that lived this long was not failing
 
 
 @dataclass
@@ -81,7 +85,7 @@ class Decision:
     spawn: workers to fork, the replacements first. replace: the retirees
     those first forks replace, oldest first; once forked, tell the state
     (`replaced()`). stop: pids to ask to stop (SIGQUIT); all idle, none of
-    them already in `stopping`. logs: (level, message) with pfm.log levels.
+    them already in `told_to_stop`. logs: (level, message) with pfm.log levels.
     next_check: monotonic time to call `decide()` again at the latest.
     max_children_reached: a new episode at max_children began; bump the
     scoreboard's counter (`note_max_children_reached()`).
@@ -135,6 +139,18 @@ def retirees(slots: Sequence[Any], announced: Collection[int]) -> List[int]:
     return out
 
 
+def newly_retiring(announced: Sequence[int], live: Collection[int],
+                   retiring: Collection[int]) -> List[int]:
+    """The workers in `announced` (in the order they said they retire)
+    that are live and not known to retire yet, each once: the order in
+    which their replacements are owed."""
+    out: List[int] = []
+    for pid in announced:
+        if pid in live and pid not in retiring and pid not in out:
+            out.append(pid)
+    return out
+
+
 def replaced(state: PolicyState, pids: Collection[int]) -> None:
     """The manager forked the replacements of `pids` (a prefix of `Decision.replace`)."""
     state.replaced.update(pids)
@@ -143,7 +159,7 @@ def replaced(state: PolicyState, pids: Collection[int]) -> None:
 class _Pool:
     """The counts every rule needs, taken once from the slot states."""
 
-    def __init__(self, slots: Sequence[Any], stopping: Collection[int],
+    def __init__(self, slots: Sequence[Any], told_to_stop: Collection[int],
                  retiring: Collection[int] = ()):
         self.total = 0
         self.idle: List[Any] = []      # idle workers not told to stop
@@ -154,7 +170,7 @@ class _Pool:
             if s.pid in retiring:
                 continue               # leaving on its own: not busy, not in the total
             self.total += 1            # workers told to stop still hold their slot
-            if s.pid and s.pid in stopping:
+            if s.pid and s.pid in told_to_stop:
                 continue
             if s.stage in IDLE_STAGES:
                 self.idle.append(s)
@@ -164,7 +180,7 @@ class _Pool:
 
 def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
            pending: Optional[int] = None, wanted: bool = False,
-           stopping: Collection[int] = (), retiring: Collection[int] = ()) -> Decision:
+           told_to_stop: Collection[int] = (), retiring: Collection[int] = ()) -> Decision:
     """One decision of the pool's process manager.
 
     cfg: pm, pm_max_children, pm_min/max_spare_servers, pm_max_spawn_rate,
@@ -172,14 +188,14 @@ def decide(cfg: Any, slots: Sequence[Any], now: float, state: PolicyState, *,
     stage, last_activity); free slots are ignored. now: monotonic seconds.
     pending: connections waiting in the listen queue, None if unknown.
     wanted: the manager saw the listening socket readable (at least one
-    connection waits). stopping: pids already told to stop; they count in
+    connection waits). told_to_stop: pids already told to stop; they count in
     the total (they hold a slot until reaped) but not as idle, and are never
     returned again. retiring: workers that said they reached pm.max_requests
     or pm.max_memory and exit by themselves (see `retirees()`); they count
     nowhere, and each gets one replacement. `state` is updated in place.
     """
     retiring = retirees(slots, retiring)
-    pool = _Pool(slots, frozenset(stopping), frozenset(retiring))
+    pool = _Pool(slots, frozenset(told_to_stop), frozenset(retiring))
     waiting = max(pending or 0, 1 if wanted else 0)
     d = Decision()
     _replace_retirees(cfg, pool, retiring, state, d)
@@ -310,6 +326,21 @@ def _due(last: Optional[float], now: float) -> bool:
     return last is None or now - last >= WARN_INTERVAL
 
 
+def doubling(first: float, cap: float, failures: int) -> float:
+    """The pause after `failures` failures in a row: `first`, doubling
+    with each further one, up to `cap`."""
+    return min(cap, first * 2 ** min(failures - 1, 30))
+
+
+def manager_restart(failures: int, lived: float) -> Tuple[int, float]:
+    """A pool manager exited after `lived` seconds; `failures` of its
+    predecessors failed in a row before it. Returns the failures in a row
+    now and the pause before restarting it: none the first time, then 2 s
+    doubling up to MAX_BACKOFF while each lives less than STABLE_AFTER."""
+    failures = failures + 1 if lived < STABLE_AFTER else 1
+    return failures, 0.0 if failures <= 1 else doubling(1.0, MAX_BACKOFF, failures)
+
+
 class Backoff:
     """When forking may be tried again after failures: `first` seconds after
     the first, doubling with each failure in a row up to `cap`; a success
@@ -326,7 +357,7 @@ class Backoff:
     def failed(self, now: float) -> float:
         """Count a failure; returns the pause before the next try."""
         self.failures += 1
-        pause = min(self.cap, self.first * 2 ** min(self.failures - 1, 30))
+        pause = doubling(self.first, self.cap, self.failures)
         self.until = now + pause
         return pause
 

@@ -15,24 +15,22 @@ import select
 import signal
 import socket
 import struct
-import time
-import traceback
 from dataclasses import dataclass
 
 from . import listenqueue, logfiles, procutil, signals, workergroups
 from . import pool as policy
+from .log import ALERT
 from .requestwatch import RequestWatch
 from .scoreboard import STARTING, Scoreboard, ScoreboardFull, counts, peak_active
-from .signals import SignalPipe
-from .stopladder import StopLadder
+from .stopladder import State, StopLadder
+from .system import System
 from .worker import log_boot_failure, worker_main
 from .workeroutput import OutputCatcher, WorkerPipes, silence_child_output
 
-RUNNING, FINISHING, TERMINATING = "running", "finishing", "terminating"
-_HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
-            signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+# What a pool manager tells the master on their socket pair (b"failed\nREASON"),
+# and what the master sends it with the new log descriptors (USR1).
+BOOTED, FAILED, REOPEN = b"booted", b"failed", b"reopen"
 KILL_AFTER_TERM = 1.0      # php-fpm: SIGKILL one second after SIGTERM went unheeded
-MAX_BACKOFF = 30.0         # cap on the pause between respawns of a failing app
 FORK_RETRY = 0.1           # after a failed fork() the next waits this long, doubling
 FORK_RETRY_MAX = 2.0       # up to this (the cause - nproc, memory, descriptors - may pass)
 LISTEN_REARM = 0.02        # after a wakeup by the listening socket, ignore it this long
@@ -52,8 +50,8 @@ class Child:
         self.slot = slot
 
 
-@dataclass
-class Inherited:
+@dataclass(frozen=True, kw_only=True)
+class ManagerContext:
     """What a pool manager gets from the master across fork."""
 
     pool: object
@@ -61,6 +59,7 @@ class Inherited:
     files: object               # logfiles.PoolFiles
     log: object                 # log.Log
     board: Scoreboard           # made by the master, so it can read the totals
+    system: System              # the OS seam (system.py)
     lifeline_fd: int            # EOF here means the master is gone
     report_fd: int              # one byte per worker that died of SIGSEGV/SIGBUS
     control: socket.socket      # the master's messages (log reopen with new fds)
@@ -74,81 +73,96 @@ class Inherited:
 
 
 class PoolManager:
-    def __init__(self, inherited: Inherited):
-        self.inherited = inherited
-        self.pool = pool = inherited.pool
+    def __init__(self, ctx: ManagerContext):
+        self.ctx = ctx
+        self.system = system = ctx.system
+        self.pool = pool = ctx.pool
         self.name = pool.name
-        self.listener = inherited.listener
-        self.files = inherited.files
-        self.log = inherited.log
+        self.listener = ctx.listener
+        self.files = ctx.files
+        self.log = ctx.log
         self.log.also_stderr = False     # the master's start-up mirror is not ours
-        self.board = inherited.board
-        self.control = inherited.control
+        self.board = ctx.board
+        self.control = ctx.control
         self.children: dict[int, Child] = {}
-        self.stopping: set[int] = set()      # told to stop by the policy
+        self.told_to_stop: set[int] = set()  # pids the policy asked to stop (SIGQUIT)
         self.retiring: list[int] = []        # said they reached pm.max_requests/max_memory
-        self.groups = workergroups.Groups()  # the workers' process groups (the app's children)
+        # The workers' process groups: what the app forks stays in them.
+        self.groups = workergroups.Groups(system)
         self.policy = policy.PolicyState()
         self.next_check = 0.0
         self.listen_woke = False
         self.listen_armed_at: float | None = None
-        self.state = RUNNING
-        self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM)
-        self.boot_backoff = policy.Backoff(1.0, MAX_BACKOFF)     # the app fails to start
+        self.state = State.RUNNING
+        self.ladder = StopLadder(self.kill_all, KILL_AFTER_TERM, system)
+        self.boot_backoff = policy.Backoff(1.0, policy.MAX_BACKOFF)   # the app fails to start
         self.fork_backoff = policy.Backoff(FORK_RETRY, FORK_RETRY_MAX)   # fork() fails
         self.fork_failures = policy.Throttle()
         self.process_max_warnings = policy.Throttle()
         self.saturation_warnings = policy.Throttle(SATURATION_LOG_INTERVAL)
         self.app = None
-        self.handlers: dict[int, object] = {}
         self.boot_error: str | None = None   # the last worker boot error logged in full
         self.boot_error_logged = -1e9
         self.boot_error_repeats = 0
+        # The loop's own descriptors and helpers, made by open_loop().
+        self.sigpipe = self.poller = self.requests = self.desk = None
+        self.boot_r = self.boot_w = None
+        self.retire_r = self.retire_w = -1
 
     # ---- setup -------------------------------------------------------------
 
     def run(self) -> int:
+        """Boot, then turn the loop until the last worker is gone."""
+        self.boot()
+        self.open_loop()
+        while not self.step(self.timeout()):
+            pass
+        return 0
+
+    def boot(self) -> None:
+        """Become the pool's process: its signals, identity, environment, app."""
         procutil.set_title("pfm: pool %s manager" % self.name)
-        self.sigpipe = SignalPipe(_HANDLED)
+        self.sigpipe = self.system.signal_pipe()
         procutil.exit_on_stop_signals()     # while booting nothing is in flight: stop means now
         signals.unblock()
         self.prepare()
         # Past the boot: the loop takes the signals, and a dead master means a
         # stop with the workers' requests cut (armed after setuid, which clears it).
         self.sigpipe.reinstall()
-        procutil.die_with_parent(signal.SIGTERM, self.inherited.master_pid)
-        self.tell_master(b"booted")
-        self.retire_r, self.retire_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.epoll = select.epoll()
+        procutil.die_with_parent(signal.SIGTERM, self.ctx.master_pid)
+        self.tell_master(BOOTED)
+
+    def open_loop(self) -> None:
+        """The loop's descriptors and helpers, and the first workers. (The
+        boot made the signal pipe early, to hold the signals while the app
+        imports; a unit test starts here.)"""
+        if self.sigpipe is None:
+            self.sigpipe = self.system.signal_pipe()
+        self.retire_r, self.retire_w = self.system.pipe(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.poller = self.system.poller()
         self.boot_r, self.boot_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.boot_r.setblocking(False)
         self.watch(self.boot_r.fileno(), self.on_boot_report)
         self.watch(self.sigpipe.fileno(), self.on_signals)
-        self.watch(self.inherited.lifeline_fd, self.on_master_gone)
+        self.watch(self.ctx.lifeline_fd, self.on_master_gone)
         self.watch(self.control.fileno(), self.on_control)
         self.watch(self.retire_r, self.on_retire)
-        self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd)
+        self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd,
+                                     self.system)
         from .statusdesk import StatusDesk
         self.desk = StatusDesk(io=self, board=self.board, listener=self.listener, log=self.log,
-                               pool=self.pool, status_listener=self.inherited.status_listener)
+                               pool=self.pool, status_listener=self.ctx.status_listener)
         if self.watches_listen():
-            self.epoll.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
-            self.handlers[self.listener.fileno()] = self.on_listen
+            self.watch(self.listener.fileno(), self.on_listen, select.EPOLLIN | select.EPOLLET)
         for _ in range(policy.initial(self.pool)):     # pm.start_servers for dynamic
             self.spawn()
-        self.manage(time.monotonic())
-        return self.loop()
+        self.manage(self.system.monotonic())
 
     def watch(self, fd: int, handler, events: int = select.EPOLLIN) -> None:
-        self.epoll.register(fd, events)
-        self.handlers[fd] = handler
+        self.poller.watch(fd, handler, events)
 
     def unwatch(self, fd: int) -> None:
-        self.handlers.pop(fd, None)
-        try:
-            self.epoll.unregister(fd)
-        except (OSError, ValueError):
-            pass
+        self.poller.unwatch(fd)
 
     def watches_listen(self) -> bool:
         """The listening socket wakes the manager only where it must act on a
@@ -170,7 +184,7 @@ class PoolManager:
             self.boot_failed(str(e))
         # SIGKILL: an import stuck in C code cannot stop a dead master's
         # manager from going. Armed after setuid, which clears it.
-        procutil.die_with_parent(signal.SIGKILL, self.inherited.master_pid)
+        procutil.die_with_parent(signal.SIGKILL, self.ctx.master_pid)
         apply_environment(self.pool)
         try:
             prepare_path(self.pool, search_path)
@@ -180,10 +194,8 @@ class PoolManager:
             try:
                 self.app = load(self.pool.app_module, self.pool.app_callable)
             except BaseException as e:
-                self.log.error("[pool %s] unable to preload app '%s:%s'" % (
-                    self.name, self.pool.app_module, self.pool.app_callable))
-                for line in traceback.format_exc().rstrip("\n").split("\n"):
-                    self.log.error("[pool %s] %s" % (self.name, line))
+                self.log.exception("[pool %s]" % self.name, "unable to preload app '%s:%s'"
+                                   % (self.pool.app_module, self.pool.app_callable))
                 self.boot_failed("unable to preload app '%s': %s" % (
                     self.pool.app, _one_line(e)), logged=True)
             import gc
@@ -193,12 +205,13 @@ class PoolManager:
     def boot_failed(self, reason: str, logged: bool = False) -> None:
         if not logged:
             self.log.error("[pool %s] %s" % (self.name, reason))
-        self.tell_master(b"failed\n" + reason.encode("utf-8", "replace"))
+        self.tell_master(FAILED, reason)
         os._exit(procutil.EXIT_BOOT_FAILED)
 
-    def tell_master(self, message: bytes) -> None:
-        """b"booted", or b"failed\nREASON": how a reload learns whether the
-        new generation can serve (master.py)."""
+    def tell_master(self, kind: bytes, reason: str = "") -> None:
+        """BOOTED, or FAILED with the reason: how a reload learns whether
+        the new generation can serve (master.py)."""
+        message = kind + b"\n" + reason.encode("utf-8", "replace") if reason else kind
         try:
             self.control.send(message[:4096], socket.MSG_DONTWAIT)
         except OSError:
@@ -214,7 +227,7 @@ class PoolManager:
             except (BlockingIOError, ValueError):
                 return
             pid, summary = report.get("pid", 0), report.get("summary", "")
-            now = time.monotonic()
+            now = self.system.monotonic()
             if summary != self.boot_error or now - self.boot_error_logged > BOOT_ERROR_RELOG:
                 self.boot_error, self.boot_error_logged, self.boot_error_repeats = \
                     summary, now, 0
@@ -225,39 +238,41 @@ class PoolManager:
                 self.log.error("[pool %s] child %d failed to initialize: the same error again "
                                "(%s), %d time(s) since it was logged in full" % (
                                    self.name, pid, summary, self.boot_error_repeats))
-            self.tell_master(("failed\nchild %d failed to initialize: %s"
-                              % (pid, summary)).encode("utf-8", "replace"))
+            self.tell_master(FAILED, "child %d failed to initialize: %s" % (pid, summary))
 
     # ---- the loop ----------------------------------------------------------
 
-    def loop(self) -> int:
-        while True:
-            for fd, events in self.epoll.poll(self.timeout()):
-                handler = self.handlers.get(fd)
-                if handler is not None:
-                    handler(fd, events)
-            self.reap()
-            now = time.monotonic()
-            if self.state == RUNNING:
-                self.rearm_listen(now)
-                if self.listen_woke or now >= self.next_check:
-                    self.manage(now)
-                self.requests.check(self.board.read(), now)
-                self.desk.tick(now)
-            else:
-                self.escalate()
-                if not self.children:
-                    self.drain_output()
-                    self.desk.close()
-                    self.end_app_processes()
-                    return 0
+    def step(self, timeout: float) -> bool:
+        """One turn: wait up to `timeout` for a descriptor, act on it, then
+        on what is due. True once stopping and no worker is left."""
+        for fd, events in self.system.wait(self.poller, timeout):
+            handler = self.poller.handlers.get(fd)
+            if handler is not None:
+                handler(fd, events)
+        self.reap()
+        now = self.system.monotonic()
+        if self.state == State.RUNNING:
+            self.rearm_listen(now)
+            if self.listen_woke or now >= self.next_check:
+                self.manage(now)
+            self.requests.check(self.board.read(), now)
+            self.desk.tick(now)
+            return False
+        self.escalate()
+        if self.children:
+            return False
+        self.drain_output()
+        self.desk.close()
+        self.end_app_processes()
+        return True
 
     def timeout(self) -> float:
-        now = time.monotonic()
+        """How long the next turn may wait: until the next thing due."""
+        now = self.system.monotonic()
         due = [now + 1.0]
         if self.ladder.deadline is not None:
             due.append(self.ladder.deadline)
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             due.append(self.next_check)
             if self.spawn_after() > now:
                 due.append(self.spawn_after())
@@ -273,14 +288,14 @@ class PoolManager:
     def on_signals(self, fd: int, events: int) -> None:
         for sig in self.sigpipe.read():
             if sig in (signal.SIGTERM, signal.SIGINT):
-                self.stop(TERMINATING)
+                self.stop(State.TERMINATING)
             elif sig == signal.SIGQUIT:
-                self.stop(FINISHING)
+                self.stop(State.FINISHING)
 
     def on_master_gone(self, fd: int, events: int) -> None:
         """EOF on the lifeline: the master died (even by SIGKILL). Stop now."""
         self.unwatch(fd)
-        self.stop(TERMINATING)
+        self.stop(State.TERMINATING)
 
     def on_control(self, fd: int, events: int) -> None:
         """The master reopened the log files (USR1) and sent us the new ones:
@@ -289,7 +304,7 @@ class PoolManager:
             message, fds = logfiles.recv_fds(self.control)
         except OSError:
             return
-        if message == b"reopen":
+        if message == REOPEN:
             error_fd = self.log.fd if self.log.path else -1
             logfiles.install(fds, self.files.targets(error_fd))
             self.kill_all(signal.SIGQUIT)
@@ -301,14 +316,14 @@ class PoolManager:
         """A connection arrived (edge-triggered). Disarm for LISTEN_REARM so a
         busy pool does not wake the manager for every request."""
         self.listen_woke = True
-        self.epoll.modify(fd, 0)
-        self.listen_armed_at = time.monotonic() + LISTEN_REARM
+        self.poller.modify(fd, 0)
+        self.listen_armed_at = self.system.monotonic() + LISTEN_REARM
 
     def rearm_listen(self, now: float) -> None:
         if self.listen_armed_at is not None and now >= self.listen_armed_at:
             self.listen_armed_at = None
             # Re-arming reports at once if connections are still waiting.
-            self.epoll.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
+            self.poller.modify(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def on_retire(self, fd: int = -1, events: int = 0) -> None:
         """Workers that reached pm.max_requests or pm.max_memory say so here,
@@ -317,13 +332,11 @@ class PoolManager:
             data = os.read(self.retire_r, 4096)
         except OSError:
             return
-        new = False
-        for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size]):
-            if pid in self.children and pid not in self.retiring:
-                self.retiring.append(pid)
-                new = True
-        if new and self.state == RUNNING:
-            self.manage(time.monotonic())
+        said = [pid for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size])]
+        new = policy.newly_retiring(said, self.children, self.retiring)
+        self.retiring += new
+        if new and self.state == State.RUNNING:
+            self.manage(self.system.monotonic())
 
     def on_output(self, catcher: OutputCatcher):
         def handler(fd: int, events: int) -> None:
@@ -335,7 +348,7 @@ class PoolManager:
 
     def drain_output(self) -> None:
         """Log what the last workers printed before their pipes are dropped."""
-        for fd, handler in list(self.handlers.items()):
+        for fd, handler in list(self.poller.handlers.items()):
             catcher = getattr(handler, "catcher", None)
             if catcher is not None:
                 catcher.feed(fd)
@@ -355,7 +368,7 @@ class PoolManager:
             if pending is not None:
                 self.board.update_listen_queue(pending)
         decision = policy.decide(self.pool, slots, now, self.policy, pending=pending,
-                                 wanted=self.listen_woke, stopping=self.stopping,
+                                 wanted=self.listen_woke, told_to_stop=self.told_to_stop,
                                  retiring=self.retiring)
         woke, self.listen_woke = self.listen_woke, False
         for level, message in decision.logs:
@@ -391,8 +404,8 @@ class PoolManager:
             self.log.warning("[pool %s] %s" % (self.name, line))
 
     def stop_worker(self, pid: int) -> None:
-        self.stopping.add(pid)
-        _kill(pid, signal.SIGQUIT)
+        self.told_to_stop.add(pid)
+        self.system.kill(pid, signal.SIGQUIT)
 
     def spawn(self, leaving: int = 0) -> int | None:
         """Fork a worker; None if it cannot be done now (process.max, no
@@ -404,7 +417,7 @@ class PoolManager:
             index = self.board.assign_slot()
         except ScoreboardFull:
             return None
-        manager = os.getpid()
+        manager = self.system.getpid()
         # EMFILE from the output pipes, EAGAIN or ENOMEM from fork(): keep the
         # workers there are, and try again after a pause.
         try:
@@ -414,7 +427,7 @@ class PoolManager:
             self.fork_failed("pipe2()", e)
             return None
         try:
-            pid = signals.fork()
+            pid = self.system.fork()
         except OSError as e:
             self.board.free_slot(index)
             if pipes:
@@ -425,16 +438,16 @@ class PoolManager:
             try:
                 self.in_child(pipes)
             except BaseException:
-                self.log.alert("[pool %s] child %d failed to start: %s" % (
-                    self.name, os.getpid(), traceback.format_exc().replace("\n", " | ")))
+                self.log.exception("[pool %s] child %d:" % (self.name, self.system.getpid()),
+                                   "failed to start", level=ALERT)
                 os._exit(procutil.EXIT_BOOT_FAILED)
             worker_main(self.pool, self.listener, self.log, self.app, manager, self.files,
                         self.board, index, self.retire_w, self.desk.handoff_for_workers,
-                        self.desk.counts, self.inherited.adoption, self.boot_w)
+                        self.desk.counts, self.ctx.adoption, self.boot_w)
         self.fork_backoff.succeeded()
         workergroups.lead(pid)
         self.groups.add(pid)
-        self.children[pid] = Child(pid, time.monotonic(), index)
+        self.children[pid] = Child(pid, self.system.monotonic(), index)
         self.count_processes()
         if pipes:
             for fd, stream in zip(pipes.in_parent(), ("stdout", "stderr")):
@@ -445,7 +458,7 @@ class PoolManager:
 
     def fork_failed(self, call: str, error: OSError) -> None:
         """Logged at most every 10 s, with how many were left out."""
-        now = time.monotonic()
+        now = self.system.monotonic()
         pause = self.fork_backoff.failed(now)
         allowed, left_out = self.fork_failures.allow(now)
         if allowed:
@@ -458,15 +471,15 @@ class PoolManager:
         app's children from the listening socket (the manager's descriptors
         are closed by then, so this works even where it ran out of them)."""
         self.sigpipe.close()
-        self.epoll.close()
+        self.poller.close()
         self.desk.in_child()
-        for fd in list(self.handlers):
+        for fd in list(self.poller.handlers):
             if fd not in (self.listener.fileno(), self.retire_w):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        os.close(self.inherited.report_fd)
+        os.close(self.ctx.report_fd)
         if pipes:
             pipes.in_child()
         else:
@@ -474,7 +487,7 @@ class PoolManager:
         workergroups.in_worker(self.listener.fileno(), self.log.fd)
 
     def reap(self) -> None:
-        for pid, status in procutil.reaped():
+        for pid, status in self.system.reaped():
             if pid in self.children and pid not in self.retiring:
                 # A retiree says so before it exits: read that first, so its
                 # replacement is forked (and logged) before its exit is.
@@ -484,16 +497,16 @@ class PoolManager:
                 continue
             self.board.free_slot(child.slot)
             self.count_processes()
-            self.stopping.discard(pid)
+            self.told_to_stop.discard(pid)
             if pid in self.retiring:
                 self.retiring.remove(pid)
             self.groups.exited(pid)
             self.requests.forget(pid)
             how, bad = procutil.describe_exit(status)
-            lived = time.monotonic() - child.started
+            lived = self.system.monotonic() - child.started
             line = "[pool %s] child %d exited %s after %.6f seconds from start" % (
                 self.name, pid, how, lived)
-            if self.state != RUNNING:
+            if self.state != State.RUNNING:
                 self.log.debug(line)
                 continue
             (self.log.warning if bad else self.log.notice)(line)
@@ -501,7 +514,7 @@ class PoolManager:
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS):
                 self.report_crash()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == procutil.EXIT_BOOT_FAILED:
-                pause = self.boot_backoff.failed(time.monotonic())
+                pause = self.boot_backoff.failed(self.system.monotonic())
                 self.log.error("[pool %s] child %d failed to initialize; next try in %.1f s"
                                % (self.name, pid, pause))
             else:
@@ -511,13 +524,13 @@ class PoolManager:
         """[global] process.max, over every pool (php-fpm); logged at most
         every 10 s, and not while retirees about to exit hold the room (their
         replacements are forked as they are reaped)."""
-        cap = self.inherited.process_max
-        if not cap or self.inherited.processes is None:
+        cap = self.ctx.process_max
+        if not cap or self.ctx.processes is None:
             return True
-        total = self.inherited.processes.total()
+        total = self.ctx.processes.total()
         if total < cap:
             return True
-        now = time.monotonic()
+        now = self.system.monotonic()
         if total - leaving < cap:
             return False
         allowed, left_out = self.process_max_warnings.allow(now)
@@ -528,25 +541,25 @@ class PoolManager:
         return False
 
     def count_processes(self) -> None:
-        if self.inherited.processes is not None:
-            self.inherited.processes.set(self.inherited.cell, len(self.children))
+        if self.ctx.processes is not None:
+            self.ctx.processes.set(self.ctx.cell, len(self.children))
 
     def report_crash(self) -> None:
         """Tell the master, which counts them for emergency_restart_threshold."""
         try:
-            os.write(self.inherited.report_fd, b"S")
+            os.write(self.ctx.report_fd, b"S")
         except OSError:
             pass
 
-    def stop(self, how: str) -> None:
+    def stop(self, how: State) -> None:
         """FINISHING: QUIT, workers end their request (process_control_timeout
         bounds the wait when set; 0 waits as long as requests run). TERMINATING:
         TERM now, KILL a second later. TERMINATING overrides FINISHING."""
-        if self.state == how or self.state == TERMINATING:
+        if self.state == how or self.state == State.TERMINATING:
             return
         self.state = how
-        timeout = self.inherited.control_timeout
-        self.ladder.start(how == FINISHING, timeout if timeout > 0 else None)
+        timeout = self.ctx.control_timeout
+        self.ladder.start(how == State.FINISHING, timeout if timeout > 0 else None)
 
     def escalate(self) -> None:
         self.ladder.escalate(bool(self.children))
@@ -555,7 +568,7 @@ class PoolManager:
         """QUIT (finish the request) goes to the workers; TERM and KILL to
         their whole process groups, so what the app forked stops with them."""
         for pid in list(self.children):
-            _kill(pid, sig)
+            self.system.kill(pid, sig)
             if sig != signal.SIGQUIT:
                 self.groups.signal(pid, sig)
 
@@ -563,7 +576,7 @@ class PoolManager:
         """The pool stops: end what the app left in its workers' process
         groups, and name whatever still holds the listening socket."""
         self.groups.end(KILL_AFTER_TERM / 2)
-        holders = workergroups.socket_holders(self.listener.sock, self.inherited.master_pid)
+        holders = workergroups.socket_holders(self.listener.sock, self.ctx.master_pid)
         if holders:
             self.log.warning("[pool %s] processes the app started outside its workers' "
                              "process groups still hold the listening socket %s: %s; it "
@@ -601,27 +614,19 @@ def describe_saturation(slots, pending: int, now: float, retiring=()) -> str | N
     return line
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().split("\n")[-1]
     return "%s: %s" % (type(error).__name__, text) if text else type(error).__name__
 
 
-def manager_main(inherited: Inherited) -> None:
+def manager_main(ctx: ManagerContext) -> None:
     """Entry point of a forked pool manager; never returns into the master's code."""
     code = 1
     try:
-        code = PoolManager(inherited).run()
+        code = PoolManager(ctx).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
-        inherited.log.alert("[pool %s] manager crashed: %s" % (
-            inherited.pool.name, traceback.format_exc().replace("\n", " | ")))
+        ctx.log.exception("[pool %s]" % ctx.pool.name, "manager crashed", level=ALERT)
     finally:
         os._exit(code)

@@ -7,9 +7,12 @@ import os
 import signal
 
 try:
-    from setproctitle import setproctitle as _setproctitle
-except ImportError:  # pragma: no cover - setproctitle is a hard dependency
-    def _setproctitle(title: str) -> None:
+    from setproctitle import setproctitle
+except ImportError:
+    # A dependency of the installed package, but pfm's source tree run by
+    # an interpreter without it still serves, untitled: docs/django.md's
+    # pool run by Debian's python3 (tests/test_recipes.py) relies on that.
+    def setproctitle(title: str) -> None:
         pass
 
 _PR_SET_PDEATHSIG = 1
@@ -17,7 +20,7 @@ _libc = None
 
 
 def set_title(title: str) -> None:
-    _setproctitle(title)
+    setproctitle(title)
 
 
 def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
@@ -61,18 +64,6 @@ def describe_exit(status: int) -> tuple[str, bool]:
         return "on signal %d (%s%s)" % (sig, name, core), sig != signal.SIGQUIT
     code = os.waitstatus_to_exitcode(status)
     return "with code %d" % code, code != 0
-
-
-def reaped():
-    """(pid, wait status) of every child that has exited, without blocking."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        yield pid, status
 
 
 # Exit codes a worker uses so its manager can tell a boot failure from a crash.

@@ -38,7 +38,7 @@ def fingerprint() -> tuple:
     return tuple(out)
 
 
-class Inherited:
+class InheritedState:
     """What the previous master image handed over (all empty on a fresh start)."""
 
     def __init__(self, environ=os.environ):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from .log import timestamp
 from .scoreboard import FINISHING, RUNNING
@@ -111,13 +110,14 @@ class Ending:
 
 
 class RequestWatch:
-    def __init__(self, pool, board, log, slowlog_fd: int, now: float | None = None):
+    def __init__(self, pool, board, log, slowlog_fd: int, system):
         self.pool = pool
         self.board = board
         self.log = log
         self.slowlog_fd = slowlog_fd
+        self.system = system        # system.System: the signals go through it
         self.period = period(pool)
-        now = time.monotonic() if now is None else now
+        now = system.monotonic()
         self.next_check = now + self.period if self.period else None
         self.logged: dict[int, float] = {}      # pid -> request_start already slow-logged
         self.ending: dict[int, Ending] = {}     # pid -> its overdue request, until reaped
@@ -147,14 +147,15 @@ class RequestWatch:
         self.log.warning("[pool %s] child %d, %s executing too slow (%.6f sec), logging"
                          % (self.pool.name, s.pid, describe(s, self.pool), elapsed))
         self.board.note_slow_request()
-        _signal(s.pid, SIG_STACK_TO_SLOWLOG)
+        self.system.kill(s.pid, SIG_STACK_TO_SLOWLOG)
 
     def terminate(self, s, elapsed: float, now: float) -> None:
         """The stack first (to the slowlog, else the error log), SIGTERM a
         moment later, SIGKILL if that is not enough: logged once."""
         self.log.warning("[pool %s] child %d, %s execution timed out (%.6f sec), terminating"
                          % (self.pool.name, s.pid, describe(s, self.pool), elapsed))
-        _signal(s.pid, SIG_STACK_TO_SLOWLOG if self.slowlog_fd >= 0 else SIG_STACK_TO_ERRORLOG)
+        self.system.kill(s.pid, SIG_STACK_TO_SLOWLOG if self.slowlog_fd >= 0
+                         else SIG_STACK_TO_ERRORLOG)
         self.ending[s.pid] = Ending(s.request_start, now)
 
     def end_overdue(self, slots, now: float) -> None:
@@ -166,10 +167,10 @@ class RequestWatch:
                 del self.ending[pid]
             elif ending.sent == 0 and now >= ending.term_at:
                 ending.sent = signal.SIGTERM
-                _signal(pid, signal.SIGTERM)
+                self.system.kill(pid, signal.SIGTERM)
             elif ending.sent == signal.SIGTERM and now >= ending.kill_at:
                 ending.sent = signal.SIGKILL
-                _signal(pid, signal.SIGKILL)
+                self.system.kill(pid, signal.SIGKILL)
 
     def due(self) -> float | None:
         """The next time the manager must call `check`."""
@@ -181,9 +182,3 @@ class RequestWatch:
         self.logged.pop(pid, None)
         self.ending.pop(pid, None)
 
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -4,9 +4,22 @@ loop reads it. No work is done inside a handler."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
+
+# The signals the master and the pool managers take through their pipe; a
+# forked child starts with the default action for each.
+HANDLED = (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
+           signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+
+
+def send(pid: int, sig: int) -> None:
+    """kill(2), where a process already gone is not an error: it exited
+    (and awaits reaping) between our deciding and signalling."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 class SignalPipe:
@@ -72,8 +85,7 @@ def fork() -> int:
         raise
     if pid == 0:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT,
-                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        for sig in HANDLED:
             signal.signal(sig, signal.SIG_DFL)
         _saved_mask[:] = [old]
         return 0
@@ -89,7 +101,3 @@ def unblock() -> None:
     if _saved_mask:
         signal.pthread_sigmask(signal.SIG_SETMASK, _saved_mask.pop())
 
-
-def set_cloexec(fd: int) -> None:
-    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
-    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)

@@ -8,20 +8,29 @@ fast (TERM, INT): SIGTERM, then SIGKILL a step later, repeated.
 
 from __future__ import annotations
 
+import enum
 import signal
-import time
 from typing import Callable
 
 
+class State(enum.Enum):
+    """What a master or a pool manager does: serve, or stop one of two ways."""
+
+    RUNNING = "running"
+    FINISHING = "finishing"         # QUIT: the requests in flight finish
+    TERMINATING = "terminating"     # TERM, INT: now; overrides FINISHING
+
+
 class StopLadder:
-    def __init__(self, send: Callable[[int], None], step: float):
+    def __init__(self, send: Callable[[int], None], step: float, system):
         self.send = send            # signals every child still there
         self.step = step
+        self.clock = system.monotonic   # system.System: the loop's clock
         self.stage: int | None = None
         self.deadline: float | None = None
 
     def start(self, graceful: bool, grace: float | None) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if graceful:
             self.stage = signal.SIGQUIT
             self.deadline = now + grace if grace else None
@@ -32,8 +41,8 @@ class StopLadder:
 
     def escalate(self, children_left: bool) -> None:
         """Call on every pass of the loop while stopping."""
-        if self.deadline is None or time.monotonic() < self.deadline or not children_left:
+        if self.deadline is None or self.clock() < self.deadline or not children_left:
             return
         self.stage = signal.SIGTERM if self.stage == signal.SIGQUIT else signal.SIGKILL
         self.send(self.stage)
-        self.deadline = time.monotonic() + self.step
+        self.deadline = self.clock() + self.step

@@ -29,7 +29,6 @@ import os
 import resource
 import signal
 import socket
-import time
 from typing import Iterable, List, Tuple
 
 POLL = 0.02     # while waiting for a group to be gone
@@ -99,7 +98,8 @@ class Groups:
     process with that pid exists again, the number was reused after the
     group emptied: that group is not ours, and is forgotten."""
 
-    def __init__(self):
+    def __init__(self, system):
+        self.system = system        # system.System: signals and waits go through it
         self.pgids: set[int] = set()
 
     def add(self, pid: int) -> None:
@@ -119,10 +119,7 @@ class Groups:
                 self.pgids.discard(pgid)
 
     def signal(self, pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            pass
+        self.system.killpg(pgid, sig)
 
     def end(self, grace: float) -> None:
         """The pool stops and its workers are reaped: TERM what is left in
@@ -134,8 +131,17 @@ class Groups:
                 break
             for pgid in left:
                 self.signal(pgid, sig)
-            left = _wait_gone(left, grace)
+            left = self._wait_gone(left, grace)
         self.pgids.clear()
+
+    def _wait_gone(self, pgids: List[int], timeout: float) -> List[int]:
+        """The groups of `pgids` with a live member after up to `timeout`."""
+        deadline = self.system.monotonic() + timeout
+        while True:
+            left = [g for g in pgids if _has_live_member(g)]
+            if not left or self.system.monotonic() >= deadline:
+                return left
+            self.system.sleep(POLL)
 
 
 def group_alive(pgid: int) -> bool:
@@ -159,15 +165,6 @@ def _orphaned_group(pgid: int) -> bool:
     except OSError:
         return False
     return group_alive(pgid)
-
-
-def _wait_gone(pgids: List[int], timeout: float) -> List[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [g for g in pgids if _has_live_member(g)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(POLL)
 
 
 def _has_live_member(pgid: int) -> bool:

@@ -160,7 +160,7 @@ def test_static_never_stops_idle_workers():
 
 def test_static_waits_for_a_stopping_worker_to_exit_before_replacing_it():
     sim = Sim(Cfg(pm="static"))
-    assert sim.step(stopping={101}).spawn == 0
+    assert sim.step(told_to_stop={101}).spawn == 0
 
 
 # ---- dynamic: growth ----------------------------------------------------------------
@@ -350,15 +350,15 @@ def test_dynamic_does_not_stop_a_worker_twice():
                    103: W(103, IDLE, T0 - 1)}
     assert sim.step(1.0, reap=False).stop == [101]
     # 101 has not exited yet: it is neither idle nor chosen again.
-    assert sim.step(1.0, reap=False, stopping={101}).stop == [102]
-    assert sim.step(1.0, reap=False, stopping={101, 102}).stop == []
+    assert sim.step(1.0, reap=False, told_to_stop={101}).stop == [102]
+    assert sim.step(1.0, reap=False, told_to_stop={101, 102}).stop == []
 
 
 def test_workers_being_stopped_count_toward_max_children_but_not_as_idle():
     sim = Sim(Cfg(pm_max_children=3, pm_start_servers=0, pm_min_spare_servers=2,
                   pm_max_spare_servers=3))
     sim.workers = {101: W(101, IDLE, T0), 102: W(102, IDLE, T0), 103: W(103, RUNNING, T0)}
-    d = sim.step(1.0, stopping={101, 102})
+    d = sim.step(1.0, told_to_stop={101, 102})
     assert d.spawn == 0 and d.max_children_reached
 
 
@@ -513,7 +513,7 @@ def test_ondemand_keeps_an_expired_idle_worker_for_a_waiting_connection():
 def test_ondemand_worker_being_stopped_is_not_counted_idle():
     sim = Sim(ondemand(pm_max_children=5))
     sim.workers = {101: W(101, IDLE, T0 - 30)}
-    d = sim.step(wanted=True, stopping={101})
+    d = sim.step(wanted=True, told_to_stop={101})
     assert d.spawn == 1 and d.stop == []
 
 

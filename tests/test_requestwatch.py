@@ -1,7 +1,8 @@
 """request_terminate_timeout's ladder, driven with a simulated clock over a
-real scoreboard: the signals a pool manager would send are recorded instead
-of sent (the pids are made up). The end-to-end test with a real app that
-ignores SIGTERM is in test_status_e2e.py."""
+real scoreboard: the signals a pool manager would send are recorded by a
+fake system (tests/fakesystem.py) instead of sent (the pids are made up).
+The end-to-end test with a real app that ignores SIGTERM is in
+test_status_e2e.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import signal
 from types import SimpleNamespace
 
 import pytest
+from fakesystem import FakeSystem
 
-from pfm import requestwatch
 from pfm.requestwatch import KILL_DELAY, KILL_GRACE, SIG_STACK_TO_ERRORLOG, RequestWatch
 from pfm.scoreboard import Scoreboard
 
@@ -27,10 +28,13 @@ class Log:
 
 
 @pytest.fixture
-def sent(monkeypatch):
-    out = []
-    monkeypatch.setattr(requestwatch, "_signal", lambda pid, sig: out.append((pid, sig)))
-    return out
+def system():
+    return FakeSystem(T0)
+
+
+@pytest.fixture
+def sent(system):
+    return system.sent
 
 
 def pool(**extra):
@@ -58,22 +62,22 @@ def run(watch, board, until: float, step: float = 0.05):
         now = round(now + step, 6)
 
 
-def test_an_overdue_request_is_logged_once_dumped_once_then_term_then_kill(sent):
+def test_an_overdue_request_is_logged_once_dumped_once_then_term_then_kill(system, sent):
     """Overdue at 2 s: one log line, one stack request, SIGTERM 0.2 s later,
     SIGKILL a second after that - and nothing more however long the worker
     lingers (it used to get SIGTERM and a stack dump three times a second)."""
     board, _ = running_board(T0)
     log = Log()
-    watch = RequestWatch(pool(), board, log, slowlog_fd=-1, now=T0)
+    watch = RequestWatch(pool(), board, log, slowlog_fd=-1, system=system)
     run(watch, board, until=T0 + 10)
     assert [line for line in log.lines if "execution timed out" in line] == log.lines
     assert len(log.lines) == 1
     assert sent == [(PID, SIG_STACK_TO_ERRORLOG), (PID, signal.SIGTERM), (PID, signal.SIGKILL)]
 
 
-def test_the_kill_comes_a_grace_after_the_term(sent):
+def test_the_kill_comes_a_grace_after_the_term(system, sent):
     board, _ = running_board(T0)
-    watch = RequestWatch(pool(), board, Log(), slowlog_fd=-1, now=T0)
+    watch = RequestWatch(pool(), board, Log(), slowlog_fd=-1, system=system)
     times = []
     now = T0
     while now < T0 + 6:
@@ -89,11 +93,11 @@ def test_the_kill_comes_a_grace_after_the_term(sent):
     assert when[signal.SIGKILL] - when[signal.SIGTERM] == pytest.approx(KILL_GRACE, abs=0.02)
 
 
-def test_a_request_that_ends_after_sigterm_is_not_killed(sent):
+def test_a_request_that_ends_after_sigterm_is_not_killed(system, sent):
     """The app ignored SIGTERM but finished its request before the grace
     ran out: the worker is serving again, so no SIGKILL."""
     board, slot = running_board(T0)
-    watch = RequestWatch(pool(), board, Log(), slowlog_fd=-1, now=T0)
+    watch = RequestWatch(pool(), board, Log(), slowlog_fd=-1, system=system)
     run(watch, board, until=T0 + 2.5)
     assert sent[-1] == (PID, signal.SIGTERM)
     slot.request_end(T0 + 2.6)

@@ -13,6 +13,7 @@ import harness
 import pytest
 
 from pfm import workergroups
+from pfm.system import System
 
 
 def _orphan_in_group() -> tuple[int, int]:
@@ -39,7 +40,7 @@ def _orphan_in_group() -> tuple[int, int]:
 def test_a_gone_workers_group_is_ended_with_its_members():
     group, member = _orphan_in_group()
     try:
-        groups = workergroups.Groups()
+        groups = workergroups.Groups(System())
         groups.add(group)
         groups.exited(group)            # reaped, but its child is still in the group
         assert groups.pgids == {group}
@@ -61,7 +62,7 @@ def test_a_group_whose_number_a_live_process_has_is_never_signalled():
     its own (the old group emptied meanwhile): not ours, forgotten, spared."""
     other = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        groups = workergroups.Groups()
+        groups = workergroups.Groups(System())
         groups.add(other.pid)
         groups.prune(live_workers=())
         assert groups.pgids == set()
