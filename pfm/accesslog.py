@@ -86,80 +86,98 @@ def compile_format(fmt: str):
     return AccessFormat(parts, needs)
 
 
+# What the worker must measure for a placeholder (AccessFormat.needs).
+_NEEDS = {"C": "cpu", "M": "memory", "o": "headers", "R": "peer"}
+_TAKES_ARG = "CdeMotT"
+
+# The placeholders read straight from the entry.
+_PLAIN = {
+    "f": lambda e: e.params.get("SCRIPT_FILENAME") or "-",
+    "l": lambda e: str(_int(e.params.get("CONTENT_LENGTH"))),
+    "m": lambda e: e.params.get("REQUEST_METHOD") or "-",
+    "n": lambda e: e.pool,
+    "p": lambda e: str(e.pid),
+    "P": lambda e: str(os.getppid()),
+    "q": lambda e: e.params.get("QUERY_STRING", ""),
+    "Q": lambda e: "?" if e.params.get("QUERY_STRING") else "",
+    "r": lambda e: e.params.get("SCRIPT_NAME") or e.params.get("DOCUMENT_URI") or "-",
+    "R": lambda e: e.peer,
+    "s": lambda e: str(e.status),
+    "u": lambda e: e.params.get("REMOTE_USER") or e.params.get("PHP_AUTH_USER") or "-",
+}
+
+
 def _placeholder(letter: str, arg, needs: set):
-    no_arg = "CdeMotT"
-    if arg is not None and letter not in no_arg:
+    if arg is not None and letter not in _TAKES_ARG:
         raise ValueError("embrace is not allowed for modifier %%%s" % letter)
-    if letter == "C":
-        needs.add("cpu")
-        which = arg or "total"
-        if which not in ("total", "user", "system"):
-            raise ValueError("only 'total', 'user' or 'system' are allowed as a modifier "
-                             "for %%C ('%s')" % which)
-        pick = {"total": lambda c: c[0] + c[1], "user": lambda c: c[0],
-                "system": lambda c: c[1]}[which]
-        return lambda e: "%.2f" % (100.0 * pick(e.cpu) / e.duration if e.duration > 0 else 0.0)
-    if letter == "d":
-        unit = arg or "seconds"
-        if unit in ("seconds",):
-            return lambda e: "%.3f" % e.duration
-        if unit in ("milliseconds", "milli", "miliseconds", "mili"):
-            return lambda e: "%.3f" % (e.duration * 1e3)
-        if unit in ("microseconds", "micro"):
-            return lambda e: "%d" % (e.duration * 1e6)
-        raise ValueError("only 'seconds', 'milli', 'milliseconds', 'micro' or 'microseconds' "
-                         "are allowed as a modifier for %%d ('%s')" % unit)
-    if letter == "e":
-        if not arg:
-            raise ValueError("the name of the environment variable must be set between "
-                             "embraces for %e")
-        return lambda e: e.params.get(arg) or "-"
-    if letter == "f":
-        return lambda e: e.params.get("SCRIPT_FILENAME") or "-"
-    if letter == "l":
-        return lambda e: str(_int(e.params.get("CONTENT_LENGTH")))
-    if letter == "m":
-        return lambda e: e.params.get("REQUEST_METHOD") or "-"
-    if letter == "M":
-        needs.add("memory")
-        unit = arg or "bytes"
-        div = {"bytes": 1, "kilo": 1024, "kilobytes": 1024, "mega": 1 << 20,
-               "megabytes": 1 << 20}.get(unit)
-        if div is None:
-            raise ValueError("only 'bytes', 'kilo', 'kilobytes', 'mega' or 'megabytes' are "
-                             "allowed as a modifier for %%M ('%s')" % unit)
-        return lambda e: str(e.memory // div)
-    if letter == "n":
-        return lambda e: e.pool
-    if letter == "o":
-        if not arg:
-            raise ValueError("the name of the header must be set between embraces for %o")
-        needs.add("headers")
-        wanted = arg.lower()
-        return lambda e: next((v for k, v in e.headers if k.lower() == wanted), "-")
-    if letter == "p":
-        return lambda e: str(e.pid)
-    if letter == "P":
-        return lambda e: str(os.getppid())
-    if letter == "q":
-        return lambda e: e.params.get("QUERY_STRING", "")
-    if letter == "Q":
-        return lambda e: "?" if e.params.get("QUERY_STRING") else ""
-    if letter == "r":
-        return lambda e: e.params.get("SCRIPT_NAME") or e.params.get("DOCUMENT_URI") or "-"
-    if letter == "R":
-        needs.add("peer")
-        return lambda e: e.peer
-    if letter == "s":
-        return lambda e: str(e.status)
-    if letter in "tT":
-        render = _strftime(arg or DEFAULT_TIME)
-        if letter == "t":
-            return lambda e: render(e.started)
-        return lambda e: render(e.ended)
-    if letter == "u":
-        return lambda e: e.params.get("REMOTE_USER") or e.params.get("PHP_AUTH_USER") or "-"
-    raise ValueError("Invalid token in the access.format (%%%s)" % letter)
+    make = _WITH_ARG.get(letter)
+    render = make(arg) if make is not None else _PLAIN.get(letter)
+    if render is None:
+        raise ValueError("Invalid token in the access.format (%%%s)" % letter)
+    if letter in _NEEDS:
+        needs.add(_NEEDS[letter])
+    return render
+
+
+def _cpu(arg):
+    which = arg or "total"
+    if which not in ("total", "user", "system"):
+        raise ValueError("only 'total', 'user' or 'system' are allowed as a modifier "
+                         "for %%C ('%s')" % which)
+    pick = {"total": lambda c: c[0] + c[1], "user": lambda c: c[0],
+            "system": lambda c: c[1]}[which]
+    return lambda e: "%.2f" % (100.0 * pick(e.cpu) / e.duration if e.duration > 0 else 0.0)
+
+
+def _duration(arg):
+    unit = arg or "seconds"
+    if unit in ("seconds",):
+        return lambda e: "%.3f" % e.duration
+    if unit in ("milliseconds", "milli", "miliseconds", "mili"):
+        return lambda e: "%.3f" % (e.duration * 1e3)
+    if unit in ("microseconds", "micro"):
+        return lambda e: "%d" % (e.duration * 1e6)
+    raise ValueError("only 'seconds', 'milli', 'milliseconds', 'micro' or 'microseconds' "
+                     "are allowed as a modifier for %%d ('%s')" % unit)
+
+
+def _environment(arg):
+    if not arg:
+        raise ValueError("the name of the environment variable must be set between "
+                         "embraces for %e")
+    return lambda e: e.params.get(arg) or "-"
+
+
+def _memory(arg):
+    unit = arg or "bytes"
+    div = {"bytes": 1, "kilo": 1024, "kilobytes": 1024, "mega": 1 << 20,
+           "megabytes": 1 << 20}.get(unit)
+    if div is None:
+        raise ValueError("only 'bytes', 'kilo', 'kilobytes', 'mega' or 'megabytes' are "
+                         "allowed as a modifier for %%M ('%s')" % unit)
+    return lambda e: str(e.memory // div)
+
+
+def _header(arg):
+    if not arg:
+        raise ValueError("the name of the header must be set between embraces for %o")
+    wanted = arg.lower()
+    return lambda e: next((v for k, v in e.headers if k.lower() == wanted), "-")
+
+
+def _started(arg):
+    render = _strftime(arg or DEFAULT_TIME)
+    return lambda e: render(e.started)
+
+
+def _ended(arg):
+    render = _strftime(arg or DEFAULT_TIME)
+    return lambda e: render(e.ended)
+
+
+# The placeholders with a {} argument: its check, then how to render.
+_WITH_ARG = {"C": _cpu, "d": _duration, "e": _environment, "M": _memory, "o": _header,
+             "t": _started, "T": _ended}
 
 
 def _int(text) -> int:

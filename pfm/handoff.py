@@ -9,14 +9,16 @@ A message is one connection: its descriptor (SCM_RIGHTS) and its bytes;
 one byte 0 for none (an idle kept-alive connection), no byte at all for a
 fresh connection that has sent nothing yet (a receiver of an older pfm takes
 that for an idle kept one, so a reload across versions still works).
+
+Descriptors cross processes only through the standard library's
+socket.send_fds/recv_fds, here and for a log reopen (logfiles.py).
 """
 
 from __future__ import annotations
 
-import array
-import mmap
 import socket
-import struct
+
+from .scoreboard import Cells
 
 MAX_BYTES = 65536    # what the manager reads before deciding (nginx sends params first);
                      # a message never carries more, so the worker's receive buffer fits it
@@ -47,8 +49,7 @@ def send(sock: socket.socket, conn: socket.socket, data: bytes, fresh: bool = Fa
     """False if the hand-off queue is full right now (try again later).
     `fresh`: a connection that has not sent anything yet (`data` is empty)."""
     try:
-        sock.sendmsg([b"" if fresh else data or b"\0"],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+        socket.send_fds(sock, [b"" if fresh else data or b"\0"], [conn.fileno()])
     except BlockingIOError:
         return False
     return True
@@ -56,22 +57,15 @@ def send(sock: socket.socket, conn: socket.socket, data: bytes, fresh: bool = Fa
 
 def receive(sock: socket.socket, family: int):
     """(connection, bytes, fresh) or None if another worker took it first."""
-    fds = array.array("i")
     try:
-        data, ancdata, _flags, _addr = sock.recvmsg(MAX_BYTES, socket.CMSG_LEN(fds.itemsize))
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_BYTES, 1)
     except BlockingIOError:
         return None
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     if not fds:
         return None
     conn = socket.socket(family, socket.SOCK_STREAM, 0, fds[0])
     conn.setblocking(True)
     return conn, (b"" if data == b"\0" else data), not data
-
-
-_CELL = struct.Struct("<Q")
 
 
 class HandoffCounts:
@@ -83,15 +77,14 @@ class HandoffCounts:
     in that slot goes on counting from there)."""
 
     def __init__(self, nslots: int):
-        self._buf = mmap.mmap(-1, (nslots + 1) * _CELL.size, flags=mmap.MAP_SHARED)
+        self._cells = Cells(nslots + 1)
 
     def sent(self) -> None:
-        _CELL.pack_into(self._buf, 0, _CELL.unpack_from(self._buf, 0)[0] + 1)
+        self._cells.add(0)
 
     def taken(self, slot: int) -> None:
-        off = (slot + 1) * _CELL.size
-        _CELL.pack_into(self._buf, off, _CELL.unpack_from(self._buf, off)[0] + 1)
+        self._cells.add(slot + 1)
 
     def waiting(self) -> int:
-        cells = [n for (n,) in _CELL.iter_unpack(self._buf)]
-        return max(0, cells[0] - sum(cells[1:]))
+        sent, *taken = self._cells.values()
+        return max(0, sent - sum(taken))

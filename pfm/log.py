@@ -20,14 +20,16 @@ LEVEL_NAMES = {DEBUG: "DEBUG", NOTICE: "NOTICE", WARNING: "WARNING", ERROR: "ERR
                ALERT: "ALERT"}
 
 
+# The C locale's month names, which php-fpm's dates use whatever LC_TIME says
+# (strftime's %b would follow it); the status page's dates use them too.
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def timestamp(now: float | None = None) -> str:
     """php-fpm's `28-Nov-2026 18:41:10`, local time, C month names."""
     t = time.localtime(now)
     return "%02d-%s-%04d %02d:%02d:%02d" % (
-        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
-
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+        t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 class Log:

@@ -11,7 +11,6 @@ user may not open the master's log files still logs after logrotate.
 
 from __future__ import annotations
 
-import array
 import os
 import socket
 
@@ -58,16 +57,14 @@ class PoolFiles:
 
 
 def send_fds(sock: socket.socket, message: bytes, fds: list[int]) -> None:
-    sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    """The master's side of a reopen: `message` and the fresh descriptors."""
+    socket.send_fds(sock, [message], fds)
 
 
 def recv_fds(sock: socket.socket, maxfds: int = 8) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = sock.recvmsg(256, socket.CMSG_LEN(maxfds * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
+    """The pool manager's side: (message, descriptors)."""
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 256, maxfds)
+    return msg, fds
 
 
 def install(fresh: list[int], targets: list[int]) -> None:

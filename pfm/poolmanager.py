@@ -129,7 +129,8 @@ class PoolManager:
         self.watch(self.retire_r, self.on_retire)
         self.requests = RequestWatch(self.pool, self.board, self.log, self.files.slowlog_fd)
         from .statusdesk import StatusDesk
-        self.desk = StatusDesk(self)
+        self.desk = StatusDesk(io=self, board=self.board, listener=self.listener, log=self.log,
+                               pool=self.pool, status_listener=self.inherited.status_listener)
         if self.watches_listen():
             self.epoll.register(self.listener.fileno(), select.EPOLLIN | select.EPOLLET)
             self.handlers[self.listener.fileno()] = self.on_listen

@@ -8,22 +8,18 @@ sides: the master only zeroes the cell of a manager it reaped.
 
 from __future__ import annotations
 
-import mmap
-import struct
-
-_CELL = struct.Struct("<Q")
+from .scoreboard import Cells
 
 
-class ProcessTable:
-    def __init__(self, cells: int):
-        self.cells = cells
-        self._buf = mmap.mmap(-1, cells * _CELL.size, flags=mmap.MAP_SHARED)
+class ProcessTable(Cells):
+    """One cell per pool manager (the master hands out the numbers)."""
 
-    def set(self, cell: int, workers: int) -> None:
-        _CELL.pack_into(self._buf, cell * _CELL.size, workers)
+    __slots__ = ()
+
+    @property
+    def cells(self) -> int:
+        return self.count
 
     def total(self) -> int:
-        return sum(n for (n,) in _CELL.iter_unpack(self._buf))
-
-    def close(self) -> None:
-        self._buf.close()
+        """Workers of every pool manager together."""
+        return sum(self.values())

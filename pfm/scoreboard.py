@@ -100,7 +100,7 @@ SLOT_STRIDE = -(-SLOT_SIZE // _CACHE_LINE) * _CACHE_LINE
 # slow_requests, listen_queue, max_listen_queue. Every field is 8-byte aligned.
 _HEADER_S = struct.Struct("<QdQQQQQQQ")
 (_H_SEQ, _H_START, _H_NSLOTS, _H_RETIRED, _H_MAX_ACTIVE, _H_MAX_CHILDREN, _H_SLOW,
- _H_LQ, _H_MAX_LQ) = range(0, 72, 8)
+ _H_LQ, _H_MAX_LQ) = range(9)    # cells of the header (_H_START is a double)
 HEADER_SIZE = -(-_HEADER_S.size // _CACHE_LINE) * _CACHE_LINE
 
 _U64 = struct.Struct("<Q")
@@ -296,21 +296,11 @@ class SlotWriter:
         `accepted conn` sums). Strings as for `encode`: pass the params'
         latin-1 native strings as bytes (`.encode("latin-1")`) to keep the
         request's own bytes."""
-        m = method.encode("utf-8", "replace") if type(method) is str else method
-        u = uri.encode("utf-8", "replace") if type(uri) is str else uri
-        q = query.encode("utf-8", "replace") if type(query) is str else query
-        s = script.encode("utf-8", "replace") if type(script) is str else script
-        a = user.encode("utf-8", "replace") if type(user) is str else user
-        if len(m) > METHOD_SIZE:
-            m = _cut(m, METHOD_SIZE)
-        if len(u) > URI_SIZE:
-            u = _cut(u, URI_SIZE)
-        if len(q) > QUERY_SIZE:
-            q = _cut(q, QUERY_SIZE)
-        if len(s) > SCRIPT_SIZE:
-            s = _cut(s, SCRIPT_SIZE)
-        if len(a) > USER_SIZE:
-            a = _cut(a, USER_SIZE)
+        m = encode(method, METHOD_SIZE)
+        u = encode(uri, URI_SIZE)
+        q = encode(query, QUERY_SIZE)
+        s = encode(script, SCRIPT_SIZE)
+        a = encode(user, USER_SIZE)
         seq = self._seq
         self._requests = requests = self._requests + 1
         self._request_start = now
@@ -372,6 +362,48 @@ def _as_length(value) -> int:
     return _I64_MAX if len(text) > 19 else min(int(text or "0"), _I64_MAX)
 
 
+# ---- shared counters ----------------------------------------------------------------
+
+
+def shared_memory(size: int) -> mmap.mmap:
+    """`size` zeroed bytes of anonymous MAP_SHARED memory: made before a fork,
+    the same pages in the parent and every child."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+class Cells:
+    """A row of unsigned 64-bit counters in shared memory, each written by
+    one process only (a cell written from two sides would lose updates).
+    The one implementation of pfm's three such tables: the scoreboard's
+    pool counters, process.max's workers per pool manager (processmax.py)
+    and the hand-off counts (handoff.py).
+
+    `buf`/`offset`: cells inside an existing mapping; by default a new one."""
+
+    __slots__ = ("count", "_buf", "_base")
+
+    def __init__(self, count: int, buf: Optional[mmap.mmap] = None, offset: int = 0):
+        self.count = count
+        self._buf = shared_memory(count * _U64.size) if buf is None else buf
+        self._base = offset
+
+    def get(self, cell: int) -> int:
+        return _U64.unpack_from(self._buf, self._base + cell * _U64.size)[0]
+
+    def set(self, cell: int, value: int) -> None:
+        _U64.pack_into(self._buf, self._base + cell * _U64.size, value)
+
+    def add(self, cell: int, n: int = 1) -> None:
+        off = self._base + cell * _U64.size
+        _U64.pack_into(self._buf, off, _U64.unpack_from(self._buf, off)[0] + n)
+
+    def values(self) -> List[int]:
+        return [self.get(i) for i in range(self.count)]
+
+    def close(self) -> None:
+        self._buf.close()
+
+
 # ---- the table ----------------------------------------------------------------------
 
 
@@ -381,6 +413,7 @@ class Scoreboard:
     def __init__(self, buf: mmap.mmap, nslots: int):
         self._buf = buf
         self.nslots = nslots
+        self._header = Cells(_HEADER_S.size // _U64.size, buf)
 
     @classmethod
     def create(cls, nslots: int, start_time: Optional[float] = None) -> Scoreboard:
@@ -390,9 +423,7 @@ class Scoreboard:
         plus a replacement for each retiree that has not exited yet."""
         if nslots < 1:
             raise ValueError("a scoreboard needs at least one slot")
-        size = HEADER_SIZE + nslots * SLOT_STRIDE
-        buf = mmap.mmap(-1, size, flags=mmap.MAP_SHARED,
-                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        buf = shared_memory(HEADER_SIZE + nslots * SLOT_STRIDE)
         _HEADER_S.pack_into(buf, 0, 0, time.time() if start_time is None else start_time,
                             nslots, 0, 0, 0, 0, 0, 0)
         return cls(buf, nslots)
@@ -433,16 +464,15 @@ class Scoreboard:
         to `retired_requests`, so `accepted conn` neither drops nor counts
         them twice, and the slot is zeroed for reuse."""
         off = self._offset(index)
-        buf = self._buf
-        requests = _FULL_S.unpack_from(buf, off)[8]
-        hseq = _U64.unpack_from(buf, _H_SEQ)[0]
+        header = self._header
+        requests = _FULL_S.unpack_from(self._buf, off)[8]
+        hseq = header.get(_H_SEQ)
         hseq += 1 if hseq % 2 == 0 else 2       # odd: readers of the totals retry
-        _U64.pack_into(buf, _H_SEQ, hseq)
+        header.set(_H_SEQ, hseq)
         self._write_whole(off, (IDLE, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0, 0,
                                 b"", b"", b"", b"", b"", 0, 0.0))
-        retired = _U64.unpack_from(buf, _H_RETIRED)[0]
-        _U64.pack_into(buf, _H_RETIRED, retired + requests)
-        _U64.pack_into(buf, _H_SEQ, hseq + 1)
+        header.add(_H_RETIRED, requests)
+        header.set(_H_SEQ, hseq + 1)
 
     def _write_whole(self, off: int, values: Sequence) -> None:
         """Rewrite a whole slot under its seqlock, continuing its counter
@@ -455,26 +485,23 @@ class Scoreboard:
     # -- manager side: the pool counters --
 
     def note_max_children_reached(self) -> None:
-        self._add(_H_MAX_CHILDREN, 1)
+        self._header.add(_H_MAX_CHILDREN)
 
     def note_slow_request(self) -> None:
-        self._add(_H_SLOW, 1)
+        self._header.add(_H_SLOW)
 
     def update_max_active(self, active: int) -> None:
         """Raise `max active processes` to `active` if it is higher."""
-        if active > _U64.unpack_from(self._buf, _H_MAX_ACTIVE)[0]:
-            _U64.pack_into(self._buf, _H_MAX_ACTIVE, active)
+        if active > self._header.get(_H_MAX_ACTIVE):
+            self._header.set(_H_MAX_ACTIVE, active)
 
     def update_listen_queue(self, depth: int) -> None:
         """Record the listen queue depth just measured (`listen queue`) and
         raise `max listen queue` to it if it is higher."""
         depth = max(0, depth)
-        _U64.pack_into(self._buf, _H_LQ, depth)
-        if depth > _U64.unpack_from(self._buf, _H_MAX_LQ)[0]:
-            _U64.pack_into(self._buf, _H_MAX_LQ, depth)
-
-    def _add(self, field: int, n: int) -> None:
-        _U64.pack_into(self._buf, field, _U64.unpack_from(self._buf, field)[0] + n)
+        self._header.set(_H_LQ, depth)
+        if depth > self._header.get(_H_MAX_LQ):
+            self._header.set(_H_MAX_LQ, depth)
 
     # -- readers (manager, or a worker serving the status page) --
 
@@ -502,7 +529,7 @@ class Scoreboard:
         is freeing a slot, so `accepted conn` never counts a request twice."""
         buf = self._buf
         for _attempt in range(READ_RETRIES):
-            before = _U64.unpack_from(buf, _H_SEQ)[0]
+            before = self._header.get(_H_SEQ)
             states = self.read()
             header = _HEADER_S.unpack_from(buf, 0)
             if before & 1 == 0 and header[0] == before:

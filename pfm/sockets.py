@@ -1,8 +1,9 @@
 """Listening sockets: bound by the master before any privilege is dropped,
 inherited by pool managers and workers across fork.
 
-Workers block in accept() on the shared socket, so the kernel wakes one idle
-worker per connection (no thundering herd, see design.md).
+Every worker of a pool watches the shared socket, non-blocking, in its epoll
+set with EPOLLEXCLUSIVE (worker.py), so the kernel wakes one idle worker per
+connection (no thundering herd, see design.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The status page and ping: php-fpm's fields, labels and formats (fpm_status.c).
 
 Rule of this module: it renders; it never reads the scoreboard, sockets or
-/proc itself. The pool manager reads those and passes what it found, so the
+/proc itself. statussource.py reads those and passes what it found, so the
 page can be answered outside the worker pool (php-fpm's page goes dark when
 every worker is busy, because a worker serves it) and so every line here is
 testable with hand-made slots.
@@ -34,6 +34,7 @@ from html import escape as _html_escape
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import unquote_plus
 
+from .log import MONTHS
 from .scoreboard import (
     FINISHING,
     IDLE_STAGES,
@@ -83,7 +84,6 @@ _TEXT_LABELS = {"request uri": "request URI"}
 _BUSY_STAGES = frozenset((STARTING, READING, INFO, RUNNING, FINISHING))
 
 _SEPARATOR = "************************"
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 # ---- the snapshot -------------------------------------------------------------------
@@ -189,7 +189,7 @@ def format_time(epoch: float) -> str:
     sign = "-" if off < 0 else "+"
     off = abs(off) // 60
     return "%02d/%s/%04d:%02d:%02d:%02d %s%02d%02d" % (
-        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
+        t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
         sign, off // 60, off % 60)
 
 

@@ -1,78 +1,32 @@
-"""The status page and ping, answered from the scoreboard, and the pool
-manager's desk that answers them while every worker is busy.
+"""The pool manager's desk: it answers the status page and ping while every
+worker is busy.
 
 php-fpm serves its status page from a worker, so it goes dark exactly when
 the pool is saturated. Here a worker that gets a status or ping request
-answers it from the scoreboard (`answer`), and when no worker is idle the
-manager accepts the waiting connections itself: it answers status and ping,
-and hands every other request to the next free worker with the bytes it
-already read (handoff.py). The desk also serves pm.status_listen.
+answers it itself (statussource.answer), and when no worker is idle the
+manager accepts the waiting connections itself: it answers status and ping
+from the same source, and hands every other request to the next free worker
+with the bytes it already read (handoff.py). The desk also serves
+pm.status_listen.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import time
+from typing import Callable, Protocol
 
-from . import fastcgi, handoff, listenqueue, status
+from . import fastcgi, handoff
 from .fastcgi import NEED_DATA, Request, StdinEnd
 from .peerio import RECEIVE_TIMEOUT
-from .scoreboard import STARTING, peak_active
+from .scoreboard import STARTING
+from .statussource import answer
 from .wsgi import header_block
 
 MAX_HELD = 64           # connections the desk holds at once while the pool is saturated
 READ_TIMEOUT = RECEIVE_TIMEOUT   # a connection that sends no complete request in this
                                 # long is dropped, as a worker does
 _NOT_FOUND = ("404 Not Found", [("Content-Type", "text/plain")], b"File not found.\n")
-
-
-def answer(pool, board, listen_sock, params: dict, status_anywhere: bool = False,
-           held: int = 0):
-    """(status, headers, body) for a ping or status request, or None.
-    `status_anywhere`: pm.status_listen without pm.status_path serves the
-    status page at any path. `held`: connections the desk took off the listen
-    queue and holds (they still wait, so they count in it)."""
-    script = params.get("SCRIPT_NAME")
-    method = params.get("REQUEST_METHOD", "GET")
-    if pool.ping_path and script == pool.ping_path:
-        return status.ping_response(pool.ping_response or "pong", method)
-    if (pool.pm_status_path and script == pool.pm_status_path) or (
-            status_anywhere and not pool.pm_status_path):
-        counters, slots = board.snapshot()
-        now = time.monotonic()
-        peak = max(counters.max_active, peak_active(slots, now))
-        if peak > counters.max_active:
-            counters = dataclasses.replace(counters, max_active=peak)
-        queue, backlog = listenqueue.queue(listen_sock)
-        if queue is not None:
-            queue += held
-        query = params.get("QUERY_STRING", "")
-        memory = proc_memory([s.pid for s in slots if s.pid]) if "full" in query else None
-        return status.status_response(pool, counters, slots, listen_queue=queue,
-                                      listen_queue_len=backlog, now_wall=time.time(),
-                                      now_mono=now, memory=memory,
-                                      query_string=query, method=method)
-    return None
-
-
-def proc_memory(pids) -> dict[int, tuple[int, int]]:
-    """pid -> (PSS, USS) in bytes from /proc/PID/smaps_rollup (what a
-    worker really costs with copy-on-write sharing)."""
-    out = {}
-    for pid in pids:
-        try:
-            with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
-                fields = {}
-                for line in f:
-                    name, _, rest = line.partition(b":")
-                    if name in (b"Pss", b"Private_Clean", b"Private_Dirty"):
-                        fields[name] = int(rest.split()[0]) * 1024
-            out[pid] = (fields.get(b"Pss", 0),
-                        fields.get(b"Private_Clean", 0) + fields.get(b"Private_Dirty", 0))
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 def response_bytes(rid: int, response) -> bytes:
@@ -94,21 +48,36 @@ class Held:
         self.request: Request | None = None
 
 
+class Watcher(Protocol):
+    """What the desk needs of the manager's event loop."""
+
+    def watch(self, fd: int, handler: Callable[[int, int], None]) -> None: ...
+
+    def unwatch(self, fd: int) -> None: ...
+
+
 class StatusDesk:
-    def __init__(self, manager):
-        self.manager = manager
-        self.pool = pool = manager.pool
+    """Built by keyword with only what it uses: the loop to watch descriptors
+    on (`io`), the pool's scoreboard, listening socket (sockets.Listener),
+    log and config, and pm.status_listen's Listener (None without one)."""
+
+    def __init__(self, *, io: Watcher, board, listener, log, pool, status_listener=None):
+        self.io = io
+        self.board = board
+        self.listener = listener
+        self.log = log
+        self.pool = pool
         self.intercepts = bool(pool.pm_status_path or pool.ping_path)
         self.ours = self.handoff_for_workers = self.counts = None
         if self.intercepts:
             self.ours, self.handoff_for_workers = handoff.pair()
-            self.counts = handoff.HandoffCounts(manager.board.nslots)
+            self.counts = handoff.HandoffCounts(board.nslots)
         self.held: dict[int, Held] = {}
         self.waiting_handoff: list[Held] = []
-        self.status_listener = manager.inherited.status_listener
-        if self.status_listener is not None:
-            self.status_listener.sock.setblocking(False)
-            manager.watch(self.status_listener.fileno(), self.on_status_listen)
+        self.status_listener = status_listener
+        if status_listener is not None:
+            status_listener.sock.setblocking(False)
+            io.watch(status_listener.fileno(), self.on_status_listen)
 
     # -- accepting ------------------------------------------------------------
 
@@ -118,9 +87,9 @@ class StatusDesk:
         workers still import the app (a reload's new one, which may never
         serve) leaves the connections to the workers already serving on
         the same socket."""
-        if not any(s.pid and s.stage != STARTING for s in self.manager.board.read()):
+        if not any(s.pid and s.stage != STARTING for s in self.board.read()):
             return
-        lsock = self.manager.listener.sock
+        lsock = self.listener.sock
         while len(self.held) + len(self.waiting_handoff) < MAX_HELD:
             try:
                 sock, _addr = lsock.accept()
@@ -142,7 +111,7 @@ class StatusDesk:
         sock.setblocking(False)
         held = Held(sock, from_pool, self.pool.max_params_bytes)
         self.held[sock.fileno()] = held
-        self.manager.watch(sock.fileno(), self.on_readable)
+        self.io.watch(sock.fileno(), self.on_readable)
         self.on_readable(sock.fileno(), 0)
 
     # -- reading and answering ------------------------------------------------------
@@ -170,8 +139,8 @@ class StatusDesk:
         try:
             self.advance(held)
         except fastcgi.RemoteProtocolError as e:
-            self.manager.log.warning("[pool %s] closing connection: malformed FastCGI "
-                                     "input: %s" % (self.pool.name, e))
+            self.log.warning("[pool %s] closing connection: malformed FastCGI input: %s"
+                             % (self.pool.name, e))
             self.drop(held)
 
     def advance(self, held: Held) -> None:
@@ -200,8 +169,7 @@ class StatusDesk:
 
     def respond(self, held: Held) -> None:
         request = held.request
-        m = self.manager
-        reply = answer(self.pool, m.board, m.listener.sock, request.params,
+        reply = answer(self.pool, self.board, self.listener.sock, request.params,
                        status_anywhere=not held.from_pool,
                        held=self.still_waiting(held)) or _NOT_FOUND
         try:
@@ -231,7 +199,7 @@ class StatusDesk:
     def forget(self, held: Held) -> None:
         fd = held.sock.fileno()
         self.held.pop(fd, None)
-        self.manager.unwatch(fd)
+        self.io.unwatch(fd)
 
     def drop(self, held: Held) -> None:
         self.forget(held)
@@ -264,7 +232,7 @@ class StatusDesk:
         if self.ours is not None:
             self.ours.close()
         if self.status_listener is not None:
-            self.manager.unwatch(self.status_listener.fileno())
+            self.io.unwatch(self.status_listener.fileno())
             self.status_listener.sock.close()
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ from .peerio import (
 from .pool import max_requests_for_worker
 from .requestwatch import install_stack_dumps
 from .scoreboard import FINISHING, IDLE, KEEPALIVE, READING, RETIRING
-from .statusdesk import answer
+from .statussource import answer, current_rss
 from .wsgi import (
     ErrorStream,
     InputStream,
@@ -736,7 +736,7 @@ class Worker:
         if self.max_requests and self.requests >= self.max_requests:
             self.retire_reason = "max_requests"
         elif self.max_memory:
-            rss = _current_rss()
+            rss = current_rss()
             if rss > self.max_memory:
                 self.retire_reason = "max_memory"
                 self.log.notice('[pool %s] child %d: memory %d bytes passed pm.max_memory '
@@ -1001,18 +1001,6 @@ def _nothing_more() -> bytes:
 
 
 _NOTHING_MORE = _nothing_more
-
-
-def _current_rss() -> int:
-    """Resident memory now (pm.max_memory), from /proc/self/statm."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _normalize_ip(text: str) -> str:

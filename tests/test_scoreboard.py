@@ -11,6 +11,9 @@ import os
 import time
 
 import pytest
+from harness import fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pfm import scoreboard as sb
 from pfm.scoreboard import (
@@ -214,6 +217,35 @@ def test_bytes_are_stored_as_given():
     native = "/caf\xc3\xa9"                     # how PEP 3333 presents b"/caf\xc3\xa9"
     slot.request_start(b"GET", native.encode("latin-1"), b"", 0, T0)
     assert board.read()[0].uri == "/café"
+
+
+_FIELDS = (("method", sb.METHOD_SIZE), ("uri", sb.URI_SIZE), ("query", sb.QUERY_SIZE),
+           ("script", sb.SCRIPT_SIZE), ("user", sb.USER_SIZE))
+_CHARS = st.sampled_from("a/é€😀\0")
+
+
+def _value(size: int):
+    """str or bytes, short or ending near `size` bytes with multi-byte
+    characters straddling the limit."""
+    near = st.builds(lambda pad, tail: "a" * pad + tail,
+                     st.integers(max(0, size - 8), size), st.text(_CHARS, max_size=6))
+    text = st.one_of(st.text(_CHARS, max_size=8), near)
+    return st.one_of(text, text.map(str.encode), st.binary(max_size=size + 4))
+
+
+@fuzz_settings(200)
+@given(st.tuples(*[_value(size) for _name, size in _FIELDS]))
+def test_request_start_stores_each_string_as_encode_makes_it(values):
+    """request_start writes, byte for byte, what encode() makes of each
+    string, str or bytes, cut or not, in each of the five fields."""
+    board = Scoreboard.create(1)
+    index, slot = worker(board)
+    method, uri, query, script, user = values
+    slot.request_start(method, uri, query, 0, T0, script=script, user=user)
+    raw = sb._FULL_S.unpack_from(board._buf, board._offset(index))[11:16]
+    for (name, size), value, stored in zip(_FIELDS, values, raw):
+        assert stored == encode(value, size).ljust(size, b"\0"), name
+    board.close()
 
 
 def test_invalid_utf8_reads_with_replacement_characters():
@@ -438,17 +470,61 @@ def test_totals_are_reread_while_the_manager_frees_a_slot(monkeypatch):
     board = Scoreboard.create(1)
     i, slot = worker(board, pid=6)
     slot.request_start("GET", "/", "", 0, T0)
-    sb._U64.pack_into(board._buf, sb._H_SEQ, 1)           # free_slot is under way
-    sb._U64.pack_into(board._buf, sb._H_RETIRED, 1)       # retired already counts it
+    board._header.set(sb._H_SEQ, 1)           # free_slot is under way
+    board._header.set(sb._H_RETIRED, 1)       # retired already counts it
     pauses = []
 
     def manager_finishes():
         pauses.append(1)
         board._write_whole(board._offset(i), (IDLE, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0, 0,
                                               b"", b"", b"", b"", b"", 0, 0.0))
-        sb._U64.pack_into(board._buf, sb._H_SEQ, 2)
+        board._header.set(sb._H_SEQ, 2)
 
     monkeypatch.setattr(sb, "_pause", manager_finishes)
     counters, states = board.snapshot()
     assert pauses == [1]
     assert counters.accepted_conn == 1 and states == []
+
+
+# ---- Cells: the u64 counters shared by the scoreboard, process.max and hand-off ----
+
+
+def test_cells_count_each_on_its_own():
+    cells = sb.Cells(3)
+    cells.add(0)
+    cells.add(2, 5)
+    cells.set(1, 7)
+    cells.add(1)
+    assert cells.values() == [1, 8, 5]
+    assert cells.get(2) == 5
+    cells.close()
+
+
+def test_cells_inside_a_mapping_touch_only_their_own_bytes():
+    buf = mmap.mmap(-1, 64)
+    cells = sb.Cells(2, buf, offset=16)
+    cells.set(0, 1)
+    cells.add(1, 2 ** 40)
+    assert buf[:16] == bytes(16) and buf[32:] == bytes(32)
+    assert sb.Cells(6, buf).values() == [0, 0, 1, 2 ** 40, 0, 0]
+
+
+def test_cells_written_by_a_child_are_read_by_its_parent():
+    cells = sb.Cells(2)
+    pid = os.fork()
+    if pid == 0:
+        cells.add(1, 3)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert cells.values() == [0, 3]
+
+
+def test_process_table_sums_every_managers_cell():
+    from pfm.processmax import ProcessTable
+    table = ProcessTable(4)
+    assert table.cells == 4 and table.total() == 0
+    table.set(0, 2)
+    table.set(3, 5)
+    table.set(0, 1)
+    assert table.total() == 6
+    table.close()
