@@ -248,7 +248,7 @@ class PoolManager:
                 self.escalate()
                 if not self.children:
                     self.drain_output()
-                    self.desk.close()
+                    self.desk.close(self.inherited.adoption)
                     self.end_app_processes()
                     return 0
 
