@@ -262,7 +262,7 @@ class PoolManager:
         if self.children:
             return False
         self.drain_output()
-        self.desk.close()
+        self.desk.close(self.ctx.adoption)
         self.end_app_processes()
         return True
 

@@ -235,18 +235,17 @@ class StatusDesk:
             self.io.unwatch(self.status_listener.fileno())
             self.status_listener.sock.close()
 
-    def close(self) -> None:
+    def close(self, adoption=None) -> None:
         """The pool's last worker has exited. Connections taken off the
         listen queue and not served yet - held here, or waiting in the
         hand-off socket for a worker that will never take them - go to the
-        pool's adoption socket with what was read of them: after a reload the
-        next generation serves them (closed, they would fail unanswered).
-        Only what cannot be passed on is closed."""
-        adoption = self.manager.inherited.adoption
+        pool's `adoption` socket pair with what was read of them: after a
+        reload the next generation serves them (closed, they would fail
+        unanswered). Only what cannot be passed on is closed."""
         leftovers = [(h.sock, bytes(h.raw)) for h in self.held.values() if h.from_pool]
         leftovers += [(h.sock, bytes(h.raw)) for h in self.waiting_handoff]
         while self.handoff_for_workers is not None:
-            got = handoff.receive(self.handoff_for_workers, self.manager.listener.sock.family)
+            got = handoff.receive(self.handoff_for_workers, self.listener.sock.family)
             if got is None:
                 break
             leftovers.append(got[:2])

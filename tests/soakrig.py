@@ -409,6 +409,19 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
+def stopped(pid: int, timeout: float = 2.0) -> bool:
+    """Until `pid` has stopped (False if it has not in `timeout`): kill(SIGSTOP)
+    returns before the signal takes effect, and a worker running meanwhile
+    may still adopt connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = harness.proc_stat(pid)
+        if st is None or st["state"] in ("T", "t", "Z", "X"):
+            return True
+        time.sleep(0.0005)
+    return False
+
+
 def connections_held(pid: int, address) -> int:
     """How many connections from the web server process `pid` holds: its
     sockets that were accepted on the pool's socket `address` (in
@@ -718,6 +731,9 @@ class Soak:
             # several wait for one worker), which the kill costs.
             try:
                 os.kill(victim, signal.SIGSTOP)
+                if not stopped(victim):
+                    self.notes.append("worker %d did not stop in 2 s: the connections "
+                                      "counted for its kill may be short" % victim)
                 held = connections_held(victim, self.pfm.address())
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
